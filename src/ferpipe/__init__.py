@@ -1,0 +1,1 @@
+"""Reproducible FER2013 facial-expression classification pipeline (DVC + PyTorch)."""

@@ -1,0 +1,63 @@
+"""Test-set metrics per model (SPEC "Metrics"): fractions in 0..1, rounded for stable JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+    top_k_accuracy_score,
+)
+
+DIGITS = 6
+
+
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, classes: tuple[str, ...], test_loss: float
+) -> dict[str, object]:
+    """Overall, macro and per-class scores, the confusion matrix and the test loss."""
+    labels = np.arange(len(classes))
+    y_pred = probs.argmax(1)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    scores: dict[str, object] = {
+        "test_accuracy": float((y_pred == y_true).mean()),
+        "macro_precision": float(precision.mean()),
+        "macro_recall": float(recall.mean()),
+        "macro_f1": float(f1.mean()),
+        "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
+        "top2_accuracy": float(top_k_accuracy_score(y_true, probs, k=2, labels=labels)),
+        "test_loss": float(test_loss),
+        "test_images": int(len(y_true)),
+        "per_class": {
+            name: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(classes)
+        },
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+    return rounded(scores)
+
+
+def rounded(value: object) -> object:
+    """Round every float in a nested structure to DIGITS places."""
+    if isinstance(value, float):
+        return round(value, DIGITS)
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v) for v in value]
+    return value
+
+
+def confusion_matrix_of(actual: Sequence[str], predicted: Sequence[str], classes: tuple[str, ...]) -> np.ndarray:
+    """Confusion matrix (rows actual, columns predicted) from class names, in `classes` order."""
+    return confusion_matrix(actual, predicted, labels=list(classes))

@@ -1,0 +1,114 @@
+"""Training and inference loops over in-memory uint8 tensors (no per-sample decoding)."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One row of the training history (seed 000's columns plus validation loss)."""
+
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+
+
+def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
+    """Index tensors of consecutive batches over `order` (or 0..n-1)."""
+    order = torch.arange(n) if order is None else order
+    return order.split(batch_size)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+    """Logits for every image, in eval mode, computed a batch at a time."""
+    model.eval()
+    out = [model(model.preprocess(pixels[idx].to(device))).cpu() for idx in batches(len(pixels), batch_size)]
+    return torch.cat(out)
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    pixels: torch.Tensor,
+    labels: torch.Tensor,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    desc: str,
+) -> tuple[float, float]:
+    """One pass over the shuffled training set; returns (mean loss, accuracy)."""
+    model.train()
+    total_loss, correct = 0.0, 0
+    order = torch.randperm(len(pixels), generator=generator)
+    with tqdm(total=len(pixels), desc=desc, unit="img", mininterval=1.0, leave=False) as bar:
+        for idx in batches(len(pixels), batch_size, order):
+            x, y = model.preprocess(pixels[idx].to(device)), labels[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            bar.update(len(idx))
+            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    return total_loss / len(pixels), correct / len(pixels)
+
+
+def fit(
+    model: nn.Module,
+    loss_fn: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: tuple[torch.Tensor, torch.Tensor],
+    val: tuple[torch.Tensor, torch.Tensor],
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    keep: str = "last",
+    name: str = "model",
+) -> tuple[list[EpochRecord], int, float]:
+    """Train for `epochs`; leave in `model` the last epoch's weights, or the best validation
+    epoch's when keep == "best". Returns the history, the 1-based epoch kept and the seconds
+    spent in training steps (validation excluded)."""
+    generator = torch.Generator().manual_seed(seed)
+    loss_fn = loss_fn.to(device)
+    history: list[EpochRecord] = []
+    best_state, best_epoch, best_acc = None, epochs, -1.0
+    train_seconds = 0.0
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        train_loss, train_acc = train_one_epoch(
+            model, loss_fn, optimizer, *train, batch_size, generator, device, f"{name} {epoch}/{epochs}"
+        )
+        seconds = time.perf_counter() - start
+        train_seconds += seconds
+        logits = predict(model, val[0], batch_size, device)
+        val_loss = loss_fn(logits.to(device), val[1].to(device)).item()
+        val_acc = (logits.argmax(1) == val[1]).float().mean().item()
+        history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc))
+        tqdm.write(
+            f"{name} epoch {epoch}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2%}, "
+            f"val loss {val_loss:.4f} acc {val_acc:.2%}, {len(train[0]) / seconds:.1f} images/s"
+        )
+        if keep == "best" and val_acc > best_acc:
+            best_state, best_epoch, best_acc = copy.deepcopy(model.state_dict()), epoch, val_acc
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return history, best_epoch, train_seconds
+
+
+def history_rows(history: list[EpochRecord]) -> list[dict[str, float]]:
+    """History as plain dicts, for CSV output."""
+    return [asdict(r) for r in history]

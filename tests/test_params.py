@@ -1,0 +1,86 @@
+import copy
+
+import pytest
+import yaml
+
+from ferpipe import params
+from ferpipe.errors import FerError
+
+from .conftest import ROOT
+
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(key: str, value):
+    tree = copy.deepcopy(DEFAULTS)
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    node[leaf] = value
+    return tree
+
+
+def test_project_params_are_valid():
+    params.validate(DEFAULTS)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("loss", "mse", "loss='mse' must be one of: ce, focal"),
+        ("task", "sevenclass", "task='sevenclass' must be one of: binary, multiclass"),
+        ("cnn.epochs", 0, "cnn.epochs=0 must be a positive integer"),
+        ("resnet.epochs", -5, "resnet.epochs=-5 must be a positive integer"),
+        ("resnet.epochs", 2.5, "resnet.epochs=2.5 must be a positive integer"),
+        ("cnn.lr", 0, "cnn.lr=0 must be a number > 0"),
+        ("resnet.lr", -0.1, "resnet.lr=-0.1 must be a number > 0"),
+        ("train.batch_size", 0, "train.batch_size=0 must be a positive integer"),
+        ("train.class_weights.binary", [1.0], "must be a list of 2 positive numbers, one per class (happy, sad)"),
+        ("train.class_weights.multiclass", [1, 1, 1], "must be a list of 4 positive numbers"),
+        ("train.class_weights.multiclass", [1, 1, 1, 0], "must be a list of 4 positive numbers"),
+        ("train.focal_gamma", -1, "train.focal_gamma=-1 must be a number >= 0"),
+        ("train.keep", "first", "must be one of: last, best"),
+        ("split.val_fraction", 1.0, "must be a number strictly between 0 and 1"),
+        ("denoise.kernel_size", 4, "must be an odd positive integer"),
+        ("balance.max_per_class", 0, "balance.max_per_class=0 must be a positive integer"),
+        ("data.sha256", "abc", "must be empty or a 64-digit hexadecimal SHA-256"),
+        ("data.source", "", "data.source='' must be a non-empty string"),
+        ("seed", True, "seed=True must be an integer >= 0"),
+    ],
+)
+def test_bad_values_are_named_with_the_allowed_ones(key, value, message):
+    with pytest.raises(FerError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        params.validate(with_value(key, value))
+
+
+def test_unknown_and_missing_keys_are_refused():
+    with pytest.raises(FerError, match="unknown key 'cnn.epoch'; known keys:"):
+        params.validate(with_value("cnn.epoch", 3))
+    tree = copy.deepcopy(DEFAULTS)
+    del tree["loss"]
+    with pytest.raises(FerError, match="missing key 'loss'"):
+        params.validate(tree)
+
+
+def test_read_reports_broken_yaml(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("loss: [ce\n")
+    with pytest.raises(FerError, match="not valid YAML"):
+        params.read(bad)
+
+
+def test_stage_params_expose_only_what_the_stage_declares():
+    declared = params.StageParams("balance", {"seed": 1, "task": "binary", "balance": {"max_per_class": 9}})
+    assert declared["balance.max_per_class"] == 9
+    assert declared["balance"] == {"max_per_class": 9}
+    with pytest.raises(FerError, match="stage 'balance' reads 'loss' but dvc.yaml does not list it"):
+        declared["loss"]
+
+
+def test_for_stage_returns_the_dvc_yaml_declaration(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    p = params.for_stage("evaluate@cnn")
+    assert p["train.batch_size"] == DEFAULTS["train"]["batch_size"]
+    with pytest.raises(FerError, match="does not list it"):
+        p["cnn.epochs"]

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import scipy.ndimage
+
+from ferpipe import prepare
+from ferpipe.errors import FerError
+from ferpipe.labels import EMOTIONS, TRAIN_SPLIT
+
+from .conftest import synthetic
+
+
+def test_balance_keeps_task_classes_caps_training_and_keeps_all_test(images):
+    out = prepare.balance(images, "multiclass", max_per_class=3, seed=0)
+    train, test = out.labels[out.splits == TRAIN_SPLIT], out.labels[out.splits != TRAIN_SPLIT]
+    assert np.bincount(train).tolist() == [3, 3, 3, 3]  # angry, fear, happy, sad, capped from 4
+    assert np.bincount(test).tolist() == [8, 8, 8, 8]  # 4 per test split, all kept
+    happy = out.subset(out.labels == 2)
+    assert np.isin(happy.ids, images.ids[images.labels == EMOTIONS.index("happy")]).all()
+
+
+def test_balance_is_seeded(images):
+    a, b = (prepare.balance(images, "binary", 2, seed=s) for s in (1, 1))
+    c = prepare.balance(images, "binary", 2, seed=2)
+    assert (a.ids == b.ids).all()
+    assert set(c.ids) != set(a.ids)
+
+
+def test_balance_refuses_a_missing_class(images):
+    no_fear = images.subset(images.labels != EMOTIONS.index("fear"))
+    with pytest.raises(FerError, match="no training images of 'fear', which task=multiclass needs"):
+        prepare.balance(no_fear, "multiclass", 10, 0)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_median_filter_matches_scipy_with_replicated_edges(images, k):
+    got = prepare.median_filter(images.pixels, k, chunk=7)
+    want = scipy.ndimage.median_filter(images.pixels, size=(1, k, k), mode="nearest")
+    assert got.dtype == np.uint8 and (got == want).all()
+
+
+def test_median_filter_off_and_on():
+    noisy = np.full((1, 48, 48), 100, dtype=np.uint8)
+    noisy[0, 10, 10] = 255  # salt
+    assert (prepare.median_filter(noisy, 1) == noisy).all()
+    assert (prepare.median_filter(noisy, 3) == 100).all()
+
+
+def test_split_is_stratified_disjoint_and_keeps_test_apart():
+    data = prepare.balance(synthetic(per_class=10), "binary", 10, 0)
+    parts = prepare.split(data, val_fraction=0.2, seed=0)
+    assert [len(parts[p]) for p in ("train", "val", "test")] == [16, 4, 40]
+    assert np.bincount(parts["val"].labels).tolist() == [2, 2]
+    assert (parts["test"].splits != TRAIN_SPLIT).all()
+    ids = [set(parts[p].ids) for p in parts]
+    assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    again = prepare.split(data, 0.2, 0)
+    assert (again["val"].ids == parts["val"].ids).all()
+    assert set(prepare.split(data, 0.2, 1)["val"].ids) != set(parts["val"].ids)

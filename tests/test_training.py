@@ -1,0 +1,57 @@
+import torch
+
+from ferpipe import losses, models, training
+
+
+def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two easy classes: dark faces (0) and bright faces (1)."""
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    base = torch.where(labels[:, None, None] == 1, 180, 60)
+    noise = torch.randint(-40, 40, (n, 48, 48), generator=gen)
+    return (base + noise).clamp(0, 255).to(torch.uint8), labels
+
+
+def _fit(epochs: int, keep: str = "last", seed: int = 0):
+    torch.manual_seed(seed)
+    model, _ = models.build("cnn", 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
+    history, kept, seconds = training.fit(
+        model, loss_fn, optimizer, _toy(), _toy(32, seed=1), epochs, 16, seed, torch.device("cpu"), keep
+    )
+    return model, history, kept, seconds
+
+
+def test_fit_learns_an_easy_task_and_records_history():
+    model, history, kept, seconds = _fit(epochs=3)
+    assert [r.epoch for r in history] == [1, 2, 3] and kept == 3 and seconds > 0
+    assert history[-1].train_loss < history[0].train_loss
+    assert history[-1].val_accuracy == 1.0
+    pixels, labels = _toy(32, seed=2)
+    logits = training.predict(model, pixels, 8, torch.device("cpu"))
+    assert (logits.argmax(1) == labels).all()
+
+
+def test_fit_is_deterministic():
+    a, b = _fit(epochs=2)[1], _fit(epochs=2)[1]
+    assert a == b
+
+
+def test_keep_best_restores_the_best_validation_epoch(monkeypatch):
+    right = iter([8, 24, 16])  # correct validation answers out of 32, per epoch
+    snapshots = []
+
+    def scripted_predict(model, pixels, batch_size, device):
+        snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
+        labels = _toy(32, seed=1)[1]
+        logits = torch.nn.functional.one_hot(labels, 2).float()
+        n = next(right)
+        logits[n:] = logits[n:].flip(1)
+        return logits
+
+    monkeypatch.setattr(training, "predict", scripted_predict)
+    model, history, kept, _ = _fit(epochs=3, keep="best")
+    assert [r.val_accuracy for r in history] == [0.25, 0.75, 0.5]
+    assert kept == 2
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
