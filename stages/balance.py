@@ -8,9 +8,12 @@ from ferpipe.labels import TASK_CLASSES
 @exits_cleanly
 def main() -> None:
     p = params.for_stage("balance")
-    images = prepare.balance(
-        dataset.load(paths.NORMALISED), p["task"], p["balance.max_per_class"], p["seed"]
-    )
+    images = dataset.load(paths.NORMALISED)
+    if p["balance.drop_duplicates"]:
+        kept = prepare.drop_duplicates(images)
+        print(f"balance: dropped {len(images) - len(kept)} duplicate and leaked images")
+        images = kept
+    images = prepare.balance(images, p["task"], p["balance.max_per_class"], p["seed"])
     dataset.save(images, paths.BALANCED)
     print(f"balance: {dataset.counts(images, TASK_CLASSES[p['task']])}")
 

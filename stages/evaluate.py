@@ -19,11 +19,17 @@ def main(name: str) -> None:
     model, checkpoint = models.load_checkpoint(paths.model_file(name))
     classes = tuple(checkpoint["classes"])
     test = dataset.load(paths.split_file("test"))
-    logits = training.predict(model.to(device), torch.from_numpy(test.pixels), p["train.batch_size"], device)
+    logits = training.predict(
+        model.to(device), torch.from_numpy(test.pixels), p["train.batch_size"], device
+    )
     labels = torch.from_numpy(test.labels)
-    loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{p['task']}"], p["train.focal_gamma"])
+    loss_fn = losses.make_loss(
+        p["loss"], p[f"train.class_weights.{p['task']}"], p["train.focal_gamma"]
+    )
     probs = logits.softmax(1).numpy()
-    scores = metrics.classification_metrics(test.labels, probs, classes, loss_fn(logits, labels).item())
+    scores = metrics.classification_metrics(
+        test.labels, probs, classes, loss_fn(logits, labels).item()
+    )
     scores["weights"] = checkpoint["weights"]
     dataset.write_json(scores, paths.metrics_file(name))
     predictions = pd.DataFrame(

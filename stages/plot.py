@@ -19,7 +19,9 @@ def main(name: str) -> None:
     classes = tuple(c[2:] for c in predictions.columns if c.startswith("p_"))
     matrix = confusion_matrix_of(predictions["actual"], predictions["predicted"], classes)
     accuracy = np.trace(matrix) / matrix.sum()
-    plots.confusion_png(matrix, classes, f"{name}: test accuracy {accuracy:.1%}", paths.confusion_png(name))
+    plots.confusion_png(
+        matrix, classes, f"{name}: test accuracy {accuracy:.1%}", paths.confusion_png(name)
+    )
     plots.curves_png(pd.read_csv(paths.history_file(name)), name, paths.curves_png(name))
     print(f"plot {name}: {paths.confusion_png(name)}, {paths.curves_png(name)}")
 

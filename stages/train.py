@@ -21,7 +21,9 @@ def main(name: str) -> None:
     task, opts = p["task"], p[name]
     classes = TASK_CLASSES[task]
     device = runinfo.setup(p["train.threads"], p["seed"])
-    model, weights = models.build(name, len(classes), opts.get("weights", "none"), opts.get("image_size", 224))
+    model, weights = models.build(
+        name, len(classes), opts.get("weights", "none"), opts.get("image_size", 224)
+    )
     model = model.to(device)
     loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{task}"], p["train.focal_gamma"])
     trainable = [w for w in model.parameters() if w.requires_grad]

@@ -23,7 +23,12 @@ def test_metrics_match_hand_computed_values():
     assert m["macro_f1"] == pytest.approx(np.mean(f1), abs=1e-6)
     # top-2: the last image (true c, probs a 0.5 > c 0.4 > b 0.1) is a top-2 hit; all are
     assert m["top2_accuracy"] == 1.0
-    assert m["per_class"]["c"] == {"precision": 1.0, "recall": 0.5, "f1": round(2 / 3, 6), "support": 2}
+    assert m["per_class"]["c"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": round(2 / 3, 6),
+        "support": 2,
+    }
     assert m["test_loss"] == 0.5 and m["test_images"] == 7
 
 

@@ -70,7 +70,9 @@ def _offline(monkeypatch, tmp_path):
 
 def test_imagenet_is_strict_when_weights_cannot_be_had(tmp_path, monkeypatch):
     _offline(monkeypatch, tmp_path)
-    with pytest.raises(FerError, match="resnet.weights=imagenet: the ImageNet weights cannot be had"):
+    with pytest.raises(
+        FerError, match="resnet.weights=imagenet: the ImageNet weights cannot be had"
+    ):
         models.build("resnet", 4, "imagenet")
 
 

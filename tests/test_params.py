@@ -36,7 +36,11 @@ def test_project_params_are_valid():
         ("cnn.lr", 0, "cnn.lr=0 must be a number > 0"),
         ("resnet.lr", -0.1, "resnet.lr=-0.1 must be a number > 0"),
         ("train.batch_size", 0, "train.batch_size=0 must be a positive integer"),
-        ("train.class_weights.binary", [1.0], "must be a list of 2 positive numbers, one per class (happy, sad)"),
+        (
+            "train.class_weights.binary",
+            [1.0],
+            "must be a list of 2 positive numbers, one per class (happy, sad)",
+        ),
         ("train.class_weights.multiclass", [1, 1, 1], "must be a list of 4 positive numbers"),
         ("train.class_weights.multiclass", [1, 1, 1, 0], "must be a list of 4 positive numbers"),
         ("train.focal_gamma", -1, "train.focal_gamma=-1 must be a number >= 0"),
@@ -47,6 +51,7 @@ def test_project_params_are_valid():
         ("data.sha256", "abc", "must be empty or a 64-digit hexadecimal SHA-256"),
         ("data.source", "", "data.source='' must be a non-empty string"),
         ("seed", True, "seed=True must be an integer >= 0"),
+        ("balance.drop_duplicates", "yes", "balance.drop_duplicates='yes' must be true or false"),
     ],
 )
 def test_bad_values_are_named_with_the_allowed_ones(key, value, message):
@@ -71,10 +76,14 @@ def test_read_reports_broken_yaml(tmp_path):
 
 
 def test_stage_params_expose_only_what_the_stage_declares():
-    declared = params.StageParams("balance", {"seed": 1, "task": "binary", "balance": {"max_per_class": 9}})
+    declared = params.StageParams(
+        "balance", {"seed": 1, "task": "binary", "balance": {"max_per_class": 9}}
+    )
     assert declared["balance.max_per_class"] == 9
     assert declared["balance"] == {"max_per_class": 9}
-    with pytest.raises(FerError, match="stage 'balance' reads 'loss' but dvc.yaml does not list it"):
+    with pytest.raises(
+        FerError, match="stage 'balance' reads 'loss' but dvc.yaml does not list it"
+    ):
         declared["loss"]
 
 

@@ -58,7 +58,9 @@ def project(tmp_path_factory) -> Path:
     for name in PROJECT_FILES:
         src = ROOT / name
         if src.is_dir():
-            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+            shutil.copytree(
+                src, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+            )
         elif src.exists():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, root / name)
@@ -105,8 +107,11 @@ def test_repro_writes_metrics_predictions_and_plots(project):
     assert json.loads((project / "metrics/resnet.json").read_text())["weights"] == "none"
     quality = json.loads((project / "metrics/data_quality.json").read_text())
     assert quality["images"] == 2310
-    shown = run(project, "dvc", "plots", "show", "--json").stdout
-    assert "plots/cnn/predictions.csv" in shown and "plots/resnet/confusion.png" in shown
+    shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
+    assert {"Loss per epoch", "Accuracy per epoch", "Confusion matrix (test)"} <= set(shown)
+    assert {
+        f"plots/{m}/{png}.png" for m in ("cnn", "resnet") for png in ("confusion", "curves")
+    } <= set(shown)
 
 
 def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
@@ -139,6 +144,8 @@ def test_forced_repro_reproduces_every_result_byte_for_byte(clean):
 def test_bad_parameter_stops_with_one_clear_line(clean):
     done = run(clean, "dvc", "exp", "run", "-S", "loss=hinge", check=False)
     assert done.returncode != 0
-    errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")]
+    errors = [
+        line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error: ")
+    ]
     assert errors == ["error: params.yaml: loss='hinge' must be one of: ce, focal"]
     assert "Traceback" not in done.stdout + done.stderr

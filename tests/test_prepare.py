@@ -56,3 +56,19 @@ def test_split_is_stratified_disjoint_and_keeps_test_apart():
     again = prepare.split(data, 0.2, 0)
     assert (again["val"].ids == parts["val"].ids).all()
     assert set(prepare.split(data, 0.2, 1)["val"].ids) != set(parts["val"].ids)
+
+
+def test_drop_duplicates_keeps_the_first_copy_and_removes_leaked_test_images(images):
+    px = images.pixels.copy()
+    train, test = (
+        np.flatnonzero(images.splits == TRAIN_SPLIT),
+        np.flatnonzero(images.splits != TRAIN_SPLIT),
+    )
+    px[train[3]] = px[train[2]]  # a training duplicate
+    px[test[0]] = px[train[2]]  # the same face leaked into test
+    px[test[5]] = px[test[4]]  # a duplicate within test
+    data = type(images)(px, images.labels, images.splits, images.ids)
+    kept = prepare.drop_duplicates(data)
+    assert len(kept) == len(images) - 3
+    dropped = set(images.ids) - set(kept.ids)
+    assert dropped == {images.ids[train[3]], images.ids[test[0]], images.ids[test[5]]}

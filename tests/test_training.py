@@ -18,7 +18,16 @@ def _fit(epochs: int, keep: str = "last", seed: int = 0):
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     history, kept, seconds = training.fit(
-        model, loss_fn, optimizer, _toy(), _toy(32, seed=1), epochs, 16, seed, torch.device("cpu"), keep
+        model,
+        loss_fn,
+        optimizer,
+        _toy(),
+        _toy(32, seed=1),
+        epochs,
+        16,
+        seed,
+        torch.device("cpu"),
+        keep,
     )
     return model, history, kept, seconds
 

@@ -31,7 +31,9 @@ class Images:
     def __post_init__(self) -> None:
         n = len(self.pixels)
         if self.pixels.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or self.pixels.dtype != np.uint8:
-            raise ValueError(f"pixels must be uint8 (N, 48, 48), got {self.pixels.dtype} {self.pixels.shape}")
+            raise ValueError(
+                f"pixels must be uint8 (N, 48, 48), got {self.pixels.dtype} {self.pixels.shape}"
+            )
         if not len(self.labels) == len(self.splits) == len(self.ids) == n:
             raise ValueError("pixels, labels, splits and ids must have the same length")
 
@@ -48,17 +50,24 @@ class Images:
         return self.subset(order)
 
 
+def duplicate_groups(pixels: np.ndarray) -> np.ndarray:
+    """Group id per image: images with identical pixels share one id."""
+    flat = np.ascontiguousarray(pixels.reshape(len(pixels), -1))
+    rows = flat.view(np.dtype((np.void, flat.shape[1]))).ravel()
+    _, group = np.unique(rows, return_inverse=True)
+    return group.ravel()
+
+
 def save(images: Images, path: Path) -> None:
     """Write `images` to an uncompressed .npz atomically (loads in well under a second)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(
-                f,
-                pixels=images.pixels,
-                labels=images.labels.astype(np.int64),
-                splits=images.splits.astype(np.int64),
-                ids=images.ids.astype(str),
-            )
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(
+            f,
+            pixels=images.pixels,
+            labels=images.labels.astype(np.int64),
+            splits=images.splits.astype(np.int64),
+            ids=images.ids.astype(str),
+        )
 
 
 def load(path: Path) -> Images:

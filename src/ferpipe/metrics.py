@@ -58,6 +58,8 @@ def rounded(value: object) -> object:
     return value
 
 
-def confusion_matrix_of(actual: Sequence[str], predicted: Sequence[str], classes: tuple[str, ...]) -> np.ndarray:
+def confusion_matrix_of(
+    actual: Sequence[str], predicted: Sequence[str], classes: tuple[str, ...]
+) -> np.ndarray:
     """Confusion matrix (rows actual, columns predicted) from class names, in `classes` order."""
     return confusion_matrix(actual, predicted, labels=list(classes))

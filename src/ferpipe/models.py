@@ -67,7 +67,9 @@ class ResNetClassifier(nn.Module):
         return self.net(x)
 
 
-def build(name: str, num_classes: int, weights: str = "none", image_size: int = 224) -> tuple[nn.Module, str]:
+def build(
+    name: str, num_classes: int, weights: str = "none", image_size: int = 224
+) -> tuple[nn.Module, str]:
     """The model called `name` and a description of the initial weights it got."""
     if name == "cnn":
         return SeedCNN(num_classes), "random"
@@ -102,7 +104,9 @@ def _resnet18(weights: str) -> tuple[nn.Module, str]:
 
 def _resnet18_from_file(path: Path) -> tuple[nn.Module, str]:
     if not path.is_file():
-        raise FerError(f"resnet.weights={str(path)!r}: no such file; use auto, imagenet, none or a .pth path")
+        raise FerError(
+            f"resnet.weights={str(path)!r}: no such file; use auto, imagenet, none or a .pth path"
+        )
     data = path.read_bytes()
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,7 +117,9 @@ def _resnet18_from_file(path: Path) -> tuple[nn.Module, str]:
     return net, f"file {path.name} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
 
 
-def save_checkpoint(model: nn.Module, name: str, classes: tuple[str, ...], weights: str, path: Path) -> None:
+def save_checkpoint(
+    model: nn.Module, name: str, classes: tuple[str, ...], weights: str, path: Path
+) -> None:
     """One checkpoint dict: the state and what is needed to rebuild the model for evaluation."""
     from ferpipe.dataset import atomic_path
 
@@ -134,6 +140,8 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FerError(f"{path}: not found; run the training stage first (dvc repro)") from None
-    model, _ = build(checkpoint["model"], len(checkpoint["classes"]), "none", checkpoint["image_size"])
+    model, _ = build(
+        checkpoint["model"], len(checkpoint["classes"]), "none", checkpoint["image_size"]
+    )
     model.load_state_dict(checkpoint["state_dict"])
     return model, checkpoint

@@ -29,7 +29,13 @@ def _one_of(*choices: str) -> Check:
 def _int(minimum: int) -> Check:
     def check(v: Any) -> str | None:
         ok = isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-        return None if ok else ("must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}")
+        return (
+            None
+            if ok
+            else (
+                "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}"
+            )
+        )
 
     return check
 
@@ -58,7 +64,9 @@ def _weights_for(task: str) -> Check:
 
     def check(v: Any) -> str | None:
         ok = isinstance(v, list) and len(v) == n
-        ok = ok and all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in v)
+        ok = ok and all(
+            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in v
+        )
         classes = ", ".join(TASK_CLASSES[task])
         return None if ok else f"must be a list of {n} positive numbers, one per class ({classes})"
 
@@ -68,6 +76,10 @@ def _weights_for(task: str) -> Check:
 def _sha256(v: Any) -> str | None:
     ok = v == "" or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v))
     return None if ok else "must be empty or a 64-digit hexadecimal SHA-256"
+
+
+def _boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else "must be true or false"
 
 
 def _text(v: Any) -> str | None:
@@ -81,6 +93,7 @@ SCHEMA: dict[str, Check] = {
     "data.source": _text,
     "data.sha256": _sha256,
     "balance.max_per_class": _int(1),
+    "balance.drop_duplicates": _boolean,
     "denoise.kernel_size": _odd_kernel,
     "split.val_fraction": _fraction,
     "train.batch_size": _int(1),
@@ -153,7 +166,9 @@ class StageParams:
         below = {k[len(key) + 1 :]: v for k, v in self._flat.items() if k.startswith(key + ".")}
         if below:
             return below
-        raise FerError(f"stage '{self.stage}' reads '{key}' but dvc.yaml does not list it under params")
+        raise FerError(
+            f"stage '{self.stage}' reads '{key}' but dvc.yaml does not list it under params"
+        )
 
 
 def for_stage(stage: str) -> StageParams:

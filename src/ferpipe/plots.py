@@ -22,8 +22,15 @@ def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], title: str, path
     for i in range(len(classes)):
         for j in range(len(classes)):
             colour = "white" if rows[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{matrix[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center", color=colour)
-    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes)
+            ax.text(
+                j, i, f"{matrix[i, j]}\n{rows[i, j]:.0%}", ha="center", va="center", color=colour
+            )
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xticklabels=classes,
+        yticklabels=classes,
+    )
     ax.set(xlabel="predicted", ylabel="actual", title=title)
     _save(fig, path)
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
 from sklearn.model_selection import train_test_split
 
-from ferpipe.dataset import Images
+from ferpipe.dataset import Images, duplicate_groups
 from ferpipe.errors import FerError
 from ferpipe.labels import EMOTIONS, TASK_CLASSES, TRAIN_SPLIT
+
+
+def drop_duplicates(images: Images) -> Images:
+    """Keep only the first image of each identical-pixel group, in canonical (split, id) order.
+
+    Training sorts first, so test images that leak from training are dropped from the test set,
+    and extra copies within a split are dropped too.
+    """
+    _, first = np.unique(duplicate_groups(images.pixels), return_index=True)
+    return images.subset(np.sort(first))
 
 
 def balance(images: Images, task: str, max_per_class: int, seed: int) -> Images:
@@ -35,21 +44,50 @@ def balance(images: Images, task: str, max_per_class: int, seed: int) -> Images:
     return Images(chosen.pixels, np.concatenate(labels), chosen.splits, chosen.ids).sorted()
 
 
-def median_filter(pixels: np.ndarray, kernel_size: int, chunk: int = 4096) -> np.ndarray:
-    """Median filter each uint8 image (edges replicated); kernel_size 1 returns a copy."""
+def median_filter(pixels: np.ndarray, kernel_size: int, chunk: int = 2048) -> np.ndarray:
+    """Median filter each uint8 image (edges replicated); kernel_size 1 returns a copy.
+
+    A sorting network of element-wise min/max over the k*k shifted copies of a chunk of images:
+    a few vectorised passes instead of a sort per pixel (35,887 images in about a second).
+    """
     if kernel_size == 1:
         return pixels.copy()
-    r = kernel_size // 2
+    r, n = kernel_size // 2, kernel_size**2
+    comparators = _sorting_network(n)
     out = np.empty_like(pixels)
+    height, width = pixels.shape[1:]
     for start in range(0, len(pixels), chunk):
-        x = torch.from_numpy(pixels[start : start + chunk])
-        # replicate-pad by indexing, since F.pad's replicate mode needs float tensors
-        rows = torch.arange(-r, x.shape[1] + r).clamp(0, x.shape[1] - 1)
-        cols = torch.arange(-r, x.shape[2] + r).clamp(0, x.shape[2] - 1)
-        padded = x[:, rows][:, :, cols]
-        windows = padded.unfold(1, kernel_size, 1).unfold(2, kernel_size, 1).flatten(-2)
-        out[start : start + chunk] = windows.sort(-1).values[..., kernel_size**2 // 2].numpy()
+        padded = np.pad(pixels[start : start + chunk], ((0, 0), (r, r), (r, r)), mode="edge")
+        wires = [
+            padded[:, dy : dy + height, dx : dx + width].copy()
+            for dy in range(kernel_size)
+            for dx in range(kernel_size)
+        ]
+        for i, j in comparators:
+            low = np.minimum(wires[i], wires[j])
+            np.maximum(wires[i], wires[j], out=wires[j])
+            wires[i] = low
+        out[start : start + chunk] = wires[n // 2]
     return out
+
+
+def _sorting_network(n: int) -> list[tuple[int, int]]:
+    """Batcher's odd-even merge sort comparators for n wires (the (i, j), i < j, pairs that put
+    the smaller value on wire i). Built for the next power of two; comparators touching wires
+    >= n are dropped, which is exact because those wires would only ever hold +infinity."""
+    size = 1 << (n - 1).bit_length()
+    pairs = []
+    p = 1
+    while p < size:
+        k = p
+        while k >= 1:
+            for j in range(k % p, size - k, 2 * k):
+                for i in range(min(k, size - j - k)):
+                    if (i + j) // (2 * p) == (i + j + k) // (2 * p) and i + j + k < n:
+                        pairs.append((i + j, i + j + k))
+            k //= 2
+        p *= 2
+    return pairs
 
 
 def split(images: Images, val_fraction: float, seed: int) -> dict[str, Images]:
@@ -60,6 +98,12 @@ def split(images: Images, val_fraction: float, seed: int) -> dict[str, Images]:
             pool, test_size=val_fraction, stratify=images.labels[pool], random_state=seed
         )
     except ValueError as exc:
-        raise FerError(f"cannot split {len(pool)} training images with split.val_fraction={val_fraction}: {exc}") from None
+        raise FerError(
+            f"cannot split {len(pool)} training images with split.val_fraction={val_fraction}: {exc}"
+        ) from None
     test = np.flatnonzero(images.splits != TRAIN_SPLIT)
-    return {"train": images.subset(np.sort(train)), "val": images.subset(np.sort(val)), "test": images.subset(test)}
+    return {
+        "train": images.subset(np.sort(train)),
+        "val": images.subset(np.sort(val)),
+        "test": images.subset(test),
+    }

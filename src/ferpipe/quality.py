@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ferpipe.dataset import Images
+from ferpipe.dataset import Images, duplicate_groups
 from ferpipe.labels import TRAIN_SPLIT
 
 BLANK_STD = 1.0  # pixel standard deviation below which an image counts as blank
-
-
-def duplicate_groups(pixels: np.ndarray) -> np.ndarray:
-    """Group id per image: images with identical pixels share one id."""
-    flat = np.ascontiguousarray(pixels.reshape(len(pixels), -1))
-    rows = flat.view(np.dtype((np.void, flat.shape[1]))).ravel()
-    _, group = np.unique(rows, return_inverse=True)
-    return group.ravel()
 
 
 def report(images: Images) -> dict[str, int]:

@@ -29,6 +29,8 @@ def environment(device: torch.device) -> dict[str, object]:
     return {
         "python": platform.python_version(),
         "versions": versions,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
     }

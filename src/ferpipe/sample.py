@@ -53,11 +53,15 @@ def build(archive: Path, out: Path, train: int, test: int, seed: int) -> int:
 
 @exits_cleanly
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("archive", type=Path, help="full Kaggle FER2013 zip")
     parser.add_argument("out", type=Path, help="sample zip to write")
     parser.add_argument("--train", type=int, default=250, help="Training images per emotion")
-    parser.add_argument("--test", type=int, default=40, help="images per emotion in each test split")
+    parser.add_argument(
+        "--test", type=int, default=40, help="images per emotion in each test split"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the draw")
     args = parser.parse_args()
     n = build(args.archive, args.out, args.train, args.test, args.seed)

@@ -29,10 +29,15 @@ def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, pixels: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
+def predict(
+    model: nn.Module, pixels: torch.Tensor, batch_size: int, device: torch.device
+) -> torch.Tensor:
     """Logits for every image, in eval mode, computed a batch at a time."""
     model.eval()
-    out = [model(model.preprocess(pixels[idx].to(device))).cpu() for idx in batches(len(pixels), batch_size)]
+    out = [
+        model(model.preprocess(pixels[idx].to(device))).cpu()
+        for idx in batches(len(pixels), batch_size)
+    ]
     return torch.cat(out)
 
 
@@ -90,7 +95,14 @@ def fit(
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
         train_loss, train_acc = train_one_epoch(
-            model, loss_fn, optimizer, *train, batch_size, generator, device, f"{name} {epoch}/{epochs}"
+            model,
+            loss_fn,
+            optimizer,
+            *train,
+            batch_size,
+            generator,
+            device,
+            f"{name} {epoch}/{epochs}",
         )
         seconds = time.perf_counter() - start
         train_seconds += seconds

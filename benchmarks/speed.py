@@ -1,0 +1,418 @@
+"""Training throughput of the pipeline's own step against a seed-000-style loop, on this CPU.
+
+Usage (from the project root, with the project's virtualenv):
+
+    python benchmarks/speed.py                # full run: under 10 minutes on an idle 2-core CPU
+    python benchmarks/speed.py --images 1024  # more images per measurement (steadier numbers)
+    python benchmarks/speed.py --threads 1    # torch thread count (default: torch's default)
+    python benchmarks/speed.py --quick        # smoke run with tiny sizes, for tests and CI
+
+It measures, in one run:
+
+1. the fp32 matmul peak (GFLOP/s of a large `torch.mm`) at the current thread count;
+2. training images/s of `ferpipe.training.train_one_epoch` on in-memory uint8 tensors, as the
+   train stage calls it, for the CNN (48x48) and ResNet18 (224, layer4 + fc trainable), each
+   with its share of the matmul peak;
+3. the same models and math through a seed-000-style loop: JPEGs on disk, `ImageFolder` with
+   per-sample PIL transforms, `DataLoader(num_workers=0)`, NCHW fp32 eager;
+4. the ratio of the two, as an estimated full-epoch time (12,796 training images, the
+   multiclass protocol) extrapolated from the per-image times of the measured subset.
+
+Data: the real archive `../shared/data/fer2013/fer2013.zip` beside the checkout (decoded with
+`ferpipe.sources.read_source`; the same images are extracted as JPEGs for the seed-style loop).
+Without it, random 48x48 images stand in, and the output says so. The throughput does not
+depend on pixel values, so the numbers stay meaningful; only the losses are not.
+
+The last line is machine-readable:
+
+    RESULT cnn_ips=<f> cnn_peak=<percent> resnet_ips=<f> resnet_peak=<percent> cnn_speedup=<x> resnet_epoch_speedup=<x>
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision import datasets, transforms
+
+from ferpipe import losses, models, runinfo, sources, training
+from ferpipe.dataset import Images
+from ferpipe.labels import EMOTIONS, IMAGE_SIZE, TASK_CLASSES, TRAIN_SPLIT
+from ferpipe.models import IMAGENET_MEAN, IMAGENET_STD
+
+ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared/data/fer2013/fer2013.zip"
+SEED = 42
+CLASSES = TASK_CLASSES["multiclass"]  # angry, fear, happy, sad: also ImageFolder's sorted order
+CLASS_WEIGHTS = [2.0, 1.5, 1.0, 1.3]  # params.yaml train.class_weights.multiclass
+BATCH_SIZE = 64  # params.yaml train.batch_size
+LR, WEIGHT_DECAY = 1e-3, 1e-4  # params.yaml cnn/resnet lr and weight_decay
+RESNET_SIZE = 224  # params.yaml resnet.image_size
+EPOCH_IMAGES = 12_796  # training images of one multiclass epoch (the protocol's split)
+KINDS = ("cnn", "resnet")
+CPU = torch.device("cpu")
+
+# GFLOP per training image (forward + backward; Adam's elementwise update is negligible), with
+# 1 FLOP = 1 multiply or add, so a multiply-accumulate is 2 FLOP.
+# - CNN at 48x48: forward ~0.50 GFLOP (convs 32->64 and 64->128 at full 48x48 resolution, plus
+#   the 73,728->512 linear layer); backward costs ~2x forward (input and weight gradients): x3.
+# - ResNet18 at 224, layer4 + fc trainable: the whole net's forward is 1.82 G multiply-adds
+#   (torchvision's "1.81 GFLOPS" counts multiply-adds) = 3.63 GFLOP; backward runs through
+#   layer4 + fc only (weight gradients of every layer4 conv, input gradients of all but its first
+#   conv and downsample, whose input is frozen) ~1.51 GFLOP: 5.14 in all.
+# FlopCounterMode recounts both on one batch at run time; the counted figure is used when it works.
+GFLOP_PER_IMAGE = {"cnn": 1.50, "resnet": 5.14}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of one run: full by default, tiny with --quick."""
+
+    images: int  # images per timed measurement
+    warmup: int  # images trained on before timing, so one-time allocation is not timed
+    matmul_size: int
+    matmul_repeats: int
+
+
+@dataclass(frozen=True)
+class Data:
+    """The same images twice: uint8 tensors for our step, JPEGs in ImageFolder layout for seed's."""
+
+    pixels: torch.Tensor  # uint8 (N, 48, 48)
+    labels: torch.Tensor  # int64 class index in CLASSES order
+    image_root: Path  # <root>/<class>/<file>.jpg
+    description: str
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed measurement."""
+
+    images: int
+    seconds: float
+
+    @property
+    def ips(self) -> float:
+        return self.images / self.seconds
+
+    @property
+    def epoch_seconds(self) -> float:
+        """Estimated seconds for a full epoch, extrapolated from the measured per-image time."""
+        return EPOCH_IMAGES * self.seconds / self.images
+
+
+# --- peak ---------------------------------------------------------------------------------------
+
+
+def matmul_gflops(size: int, repeats: int) -> float:
+    """Best fp32 GFLOP/s of `torch.mm` on size x size matrices: the machine's practical peak."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up: thread pool start, allocation
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def load_data(archive: Path, count: int, folder: Path) -> Data:
+    """`count` training images of the four classes, in memory and as JPEGs under `folder`."""
+    if archive.is_file():
+        images = pick(sources.read_source(str(archive)).images, count)
+        extract_jpegs(archive, images, folder)
+        description = f"real archive {archive} ({len(images)} train/ images)"
+    else:
+        write_synthetic(count, folder)
+        images = pick(sources.read_source(str(folder)).images, count)
+        description = (
+            f"SYNTHETIC stand-in: {archive} not found, so {len(images)} random 48x48 JPEGs "
+            "(timings are valid, losses are not)"
+        )
+    labels = [CLASSES.index(EMOTIONS[code]) for code in images.labels]
+    return Data(
+        torch.from_numpy(images.pixels.copy()),
+        torch.tensor(labels, dtype=torch.int64),
+        folder / "train",
+        description,
+    )
+
+
+def pick(images: Images, count: int) -> Images:
+    """A seeded random subset of the Training split restricted to the four task classes."""
+    codes = [EMOTIONS.index(name) for name in CLASSES]
+    eligible = np.flatnonzero((images.splits == TRAIN_SPLIT) & np.isin(images.labels, codes))
+    rng = np.random.default_rng(SEED)
+    return images.subset(np.sort(rng.choice(eligible, min(count, len(eligible)), replace=False)))
+
+
+def extract_jpegs(archive: Path, images: Images, folder: Path) -> None:
+    """Write exactly the picked images' JPEG files into `folder/train/<class>/`."""
+    wanted = set(zip(images.labels.tolist(), images.ids.tolist(), strict=True))
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            path = PurePosixPath(name)
+            emotion = path.parent.name
+            in_train = path.parent.parent.name == "train" and emotion in EMOTIONS
+            if in_train and (EMOTIONS.index(emotion), path.stem) in wanted:
+                target = folder / "train" / emotion / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(zf.read(name))
+
+
+def write_synthetic(count: int, folder: Path) -> None:
+    """Random uint8 48x48 JPEGs in the archive's layout (`train/<class>/Training_<n>.jpg`)."""
+    rng = np.random.default_rng(SEED)
+    for n in range(count):
+        target = folder / "train" / CLASSES[n % len(CLASSES)] / f"Training_{n}.jpg"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 256, (IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        Image.fromarray(pixels).save(target, quality=95)
+
+
+# --- models and FLOPs ---------------------------------------------------------------------------
+
+
+def make_trainer(kind: str) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """Model, loss and optimizer as stages/train.py builds them, from a fixed seed."""
+    torch.manual_seed(SEED)
+    model, _ = models.build(kind, len(CLASSES), "none", RESNET_SIZE)
+    loss_fn = losses.make_loss("ce", CLASS_WEIGHTS, 2.0)
+    trainable = [w for w in model.parameters() if w.requires_grad]
+    return model, loss_fn, torch.optim.Adam(trainable, lr=LR, weight_decay=WEIGHT_DECAY)
+
+
+def counted_gflop(kind: str, data: Data) -> float | None:
+    """GFLOP per image counted by FlopCounterMode on one batch (forward + backward), or None."""
+    model, loss_fn, _ = make_trainer(kind)
+    model.train()
+    x, y = data.pixels[:BATCH_SIZE], data.labels[:BATCH_SIZE]
+    try:
+        with FlopCounterMode(display=False) as counter:
+            loss_fn(model(model.preprocess(x)), y).backward()
+    except Exception as exc:  # an op the counter does not know: fall back to the constant
+        print(f"  FlopCounterMode failed for {kind} ({type(exc).__name__}: {exc})")
+        return None
+    return counter.get_total_flops() / len(x) / 1e9
+
+
+# --- the two training loops ---------------------------------------------------------------------
+
+# A step trains on the first `n` images of its data and returns how many it trained on.
+Step = Callable[[int], int]
+
+
+def measure(step: Step, images: int, warmup: int) -> Timing:
+    """Time `step` on `images` images after an untimed warm-up on `warmup` images."""
+    step(warmup)
+    start = time.perf_counter()
+    done = step(images)
+    return Timing(done, time.perf_counter() - start)
+
+
+def ours_step(kind: str, data: Data) -> Step:
+    """The pipeline's own training step: `train_one_epoch` on in-memory uint8 tensors."""
+    model, loss_fn, optimizer = make_trainer(kind)
+    generator = torch.Generator().manual_seed(SEED)
+
+    def step(n: int) -> int:
+        pixels, labels = data.pixels[:n], data.labels[:n]
+        training.train_one_epoch(
+            model, loss_fn, optimizer, pixels, labels, BATCH_SIZE, generator, CPU, f"ours {kind}"
+        )
+        return len(pixels)
+
+    return step
+
+
+def seed_transform(kind: str) -> transforms.Compose:
+    """Seed 000's per-sample PIL transforms for each model."""
+    if kind == "cnn":
+        return transforms.Compose(
+            [
+                transforms.Grayscale(1),
+                transforms.Resize((IMAGE_SIZE, IMAGE_SIZE)),
+                transforms.ToTensor(),
+                transforms.Normalize((0.5,), (0.5,)),
+            ]
+        )
+    return transforms.Compose(
+        [
+            transforms.Grayscale(3),
+            transforms.Resize((RESNET_SIZE, RESNET_SIZE)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+
+def seed_style_step(kind: str, data: Data) -> Step:
+    """Seed 000's way: ImageFolder + DataLoader decoding JPEGs per sample, a plain eager loop.
+
+    The same model classes do the math: `SeedCNN.forward` on the already-normalised tensor, and
+    ResNet's `model.net` on the transformed 224x224 tensor (the frozen trunk recomputed)."""
+    model, loss_fn, optimizer = make_trainer(kind)
+    net = model.net if kind == "resnet" else model
+    folder = datasets.ImageFolder(str(data.image_root), transform=seed_transform(kind))
+    assert tuple(folder.classes) == CLASSES, folder.classes
+    loader = DataLoader(folder, batch_size=BATCH_SIZE, shuffle=True, num_workers=0)
+
+    def step(n: int) -> int:
+        net.train()
+        seen, correct, total_loss = 0, 0, 0.0
+        for x, y in loader:
+            optimizer.zero_grad()
+            logits = net(x)
+            loss = loss_fn(logits, y)
+            loss.backward()
+            optimizer.step()
+            total_loss += loss.item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(y)
+            if seen >= n:
+                break
+        return seen
+
+    return step
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """Both loops' timings for one model and the FLOPs per image used for its % of peak."""
+
+    kind: str
+    gflop: float
+    ours: Timing
+    seed: Timing
+
+    def peak_percent(self, timing: Timing, peak: float) -> float:
+        return 100 * timing.ips * self.gflop / peak
+
+    @property
+    def speedup(self) -> float:
+        """Seed-style epoch seconds over ours (both extrapolated to EPOCH_IMAGES)."""
+        return self.seed.epoch_seconds / self.ours.epoch_seconds
+
+
+def benchmark_model(kind: str, data: Data, settings: Settings) -> ModelResult:
+    """FLOPs per image, then our loop and the seed-style loop, back to back."""
+    counted = counted_gflop(kind, data)
+    constant = GFLOP_PER_IMAGE[kind]
+    counted_text = f"{counted:.3f}" if counted is not None else "n/a"
+    print(f"  {kind}: GFLOP per training image: counted {counted_text}, constant {constant:.2f}")
+    gflop = counted if counted is not None else constant
+    ours = measure(ours_step(kind, data), settings.images, settings.warmup)
+    print(f"  {kind}: ours       {ours.images} images in {ours.seconds:.1f} s")
+    seed = measure(seed_style_step(kind, data), settings.images, settings.warmup)
+    print(f"  {kind}: seed-style {seed.images} images in {seed.seconds:.1f} s")
+    return ModelResult(kind, gflop, ours, seed)
+
+
+def print_table(results: list[ModelResult], peak: float) -> None:
+    """One row per model and loop, then the per-model epoch ratio."""
+    header = (
+        f"{'model':<7} {'loop':<11} {'images':>6} {'seconds':>8} {'img/s':>7} "
+        f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'% peak':>7} {'epoch s (est.)':>15}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        for loop, t in (("ours", r.ours), ("seed-style", r.seed)):
+            print(
+                f"{r.kind:<7} {loop:<11} {t.images:>6} {t.seconds:>8.1f} {t.ips:>7.1f} "
+                f"{r.gflop:>9.2f} {t.ips * r.gflop:>8.1f} {r.peak_percent(t, peak):>7.1f} "
+                f"{t.epoch_seconds:>15.0f}"
+            )
+    print("-" * len(header))
+    for r in results:
+        print(
+            f"{r.kind}: ours is {r.speedup:.2f}x seed-style per epoch (estimated for "
+            f"{EPOCH_IMAGES:,} images from {r.ours.images}/{r.seed.images} measured)"
+        )
+
+
+def result_line(results: dict[str, ModelResult], peak: float) -> str:
+    """The machine-readable summary, always the last line of output."""
+    cnn, resnet = results["cnn"], results["resnet"]
+    return (
+        f"RESULT cnn_ips={cnn.ours.ips:.1f} cnn_peak={cnn.peak_percent(cnn.ours, peak):.1f} "
+        f"resnet_ips={resnet.ours.ips:.1f} "
+        f"resnet_peak={resnet.peak_percent(resnet.ours, peak):.1f} "
+        f"cnn_speedup={cnn.speedup:.2f} resnet_epoch_speedup={resnet.speedup:.2f}"
+    )
+
+
+def load_text() -> str:
+    """The 1-minute load average, because other work on the machine depresses every number."""
+    return f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "n/a"
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--images", type=int, default=None, help="images per measurement (default 512; 64 quick)"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch threads (default: torch's default)"
+    )
+    parser.add_argument("--quick", action="store_true", help="smoke run with tiny sizes")
+    parser.add_argument(
+        "--archive", type=Path, default=ARCHIVE, help="FER2013 zip (absent: synthetic stand-in)"
+    )
+    return parser.parse_args()
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    """Default sizes fit in 10 minutes on an idle 2-core CPU (ResNet trains at ~20 img/s)."""
+    if args.quick:
+        images = args.images or BATCH_SIZE
+        return Settings(images, min(BATCH_SIZE, images), 512, 2)
+    images = args.images or 512
+    return Settings(images, min(2 * BATCH_SIZE, images), 2048, 5)
+
+
+def main() -> None:
+    args = parse_args()
+    settings = settings_for(args)
+    runinfo.setup(args.threads or torch.get_num_threads(), SEED)  # as the train stage does
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {load_text()}"
+    )
+    peak = matmul_gflops(settings.matmul_size, settings.matmul_repeats)
+    print(
+        f"matmul peak: {peak:.1f} GFLOP/s (fp32 torch.mm {settings.matmul_size}x"
+        f"{settings.matmul_size}, best of {settings.matmul_repeats})"
+    )
+    with tempfile.TemporaryDirectory(prefix="ferpipe-speed-") as tmp:
+        data = load_data(args.archive, settings.images, Path(tmp))
+        print(f"data: {data.description}")
+        results = {kind: benchmark_model(kind, data, settings) for kind in KINDS}
+    print()
+    print_table(list(results.values()), peak)
+    print(f"load average at the end: {load_text()}")
+    print(result_line(results, peak))
+
+
+if __name__ == "__main__":
+    main()
