@@ -113,3 +113,27 @@ def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
     pixels = torch.randint(0, 256, (2, 48, 48), dtype=torch.uint8)
     model.eval(), loaded.eval()
     assert torch.equal(model(model.preprocess(pixels)), loaded(loaded.preprocess(pixels)))
+
+
+def test_frozen_batch_norm_lets_the_trunk_be_cached_without_changing_the_math():
+    torch.manual_seed(0)
+    model, _ = models.build("resnet", 2, "none", image_size=32, freeze_bn=True)
+    model.train()
+    assert not model.net.bn1.training and not model.net.layer3[0].bn1.training
+    assert model.net.layer4[0].bn1.training  # the trainable part keeps batch statistics
+    pixels = torch.randint(0, 256, (6, 48, 48), dtype=torch.uint8)
+    x = model.preprocess(pixels)
+    cached = models.CachedTrunk(model)
+    with torch.no_grad():
+        features = model.trunk(x)
+    assert torch.allclose(cached(cached.preprocess(features)), model(x), atol=1e-6)
+
+
+def test_seed_000_batch_norm_uses_batch_statistics_in_the_frozen_layers():
+    torch.manual_seed(0)
+    model, _ = models.build("resnet", 2, "none", image_size=32, freeze_bn=False)
+    model.train()
+    assert model.net.bn1.training and model.net.layer2[1].bn2.training
+    before = model.net.bn1.running_mean.clone()
+    model(model.preprocess(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)))
+    assert not torch.equal(before, model.net.bn1.running_mean)

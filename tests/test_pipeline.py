@@ -26,13 +26,17 @@ TINY = {
 RESULTS = ["metrics/cnn.json", "metrics/resnet.json", "metrics/data_quality.json",
            "plots/cnn/history.csv", "plots/resnet/history.csv",
            "plots/cnn/predictions.csv", "plots/resnet/predictions.csv"]  # fmt: skip
-ALL_STAGES = {"download", "validate", "balance", "denoise", "split", "train_cnn", "train_resnet",
+ALL_STAGES = {"download", "validate", "balance", "denoise", "split", "resnet_trunk", "train_cnn", "train_resnet",
               "evaluate@cnn", "evaluate@resnet", "plot@cnn", "plot@resnet"}  # fmt: skip
 DATA_STAGES = {"download", "validate", "balance", "denoise", "split"}
 
 
 def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(cwd / "src"),  # the copy's own code, not the installed checkout's
+    }
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and done.returncode:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
@@ -116,8 +120,8 @@ def test_repro_writes_metrics_predictions_and_plots(project):
 
 def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "loss=focal").stdout
-    assert stages_run(out) == ALL_STAGES - DATA_STAGES
-    for stage in DATA_STAGES:
+    assert stages_run(out) == ALL_STAGES - DATA_STAGES - {"resnet_trunk"}
+    for stage in DATA_STAGES | {"resnet_trunk"}:
         assert f"Stage '{stage}' didn't change, skipping" in out
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
     assert "test_loss" in diff["metrics/cnn.json"] and "test_loss" in diff["metrics/resnet.json"]
@@ -132,6 +136,14 @@ def test_more_resnet_epochs_leave_the_cnn_cached(clean):
     assert len(history) == 3
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
     assert "metrics/resnet.json" in diff and "metrics/cnn.json" not in diff
+
+
+def test_seed_000_batch_norm_recomputes_the_trunk_every_step(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "resnet.freeze_bn=false").stdout
+    assert stages_run(out) == {"resnet_trunk", "train_resnet", "evaluate@resnet", "plot@resnet"}
+    assert not (clean / "data/trunk/train.npy").exists()
+    record = json.loads((clean / "metrics/resnet_training.json").read_text())
+    assert record["trunk_cached"] is False
 
 
 def test_forced_repro_reproduces_every_result_byte_for_byte(clean):

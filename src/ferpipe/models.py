@@ -45,15 +45,23 @@ class SeedCNN(nn.Module):
 
 
 class ResNetClassifier(nn.Module):
-    """torchvision ResNet18 with a new fc for the task; only layer4 and fc are trainable."""
+    """torchvision ResNet18 with a new fc for the task; only layer4 and fc are trainable.
 
-    def __init__(self, net: nn.Module, num_classes: int, image_size: int):
+    The frozen part (conv1 to layer3) is the `trunk`. With `freeze_bn` its batch norms stay in
+    eval mode during training, so its output depends on the image alone and can be computed
+    once (the resnet_trunk stage); without it they use batch statistics, as in seed 000.
+    """
+
+    TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3")
+
+    def __init__(self, net: nn.Module, num_classes: int, image_size: int, freeze_bn: bool = True):
         super().__init__()
         net.fc = nn.Linear(net.fc.in_features, num_classes)
         for name, param in net.named_parameters():
             param.requires_grad = name.startswith(("layer4.", "fc."))
         self.net = net
         self.image_size = image_size
+        self.freeze_bn = freeze_bn
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -63,19 +71,54 @@ class ResNetClassifier(nn.Module):
         x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", align_corners=False)
         return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
 
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.TRUNK:
+            x = getattr(self.net, name)(x)
+        return x
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.net.avgpool(self.net.layer4(features))
+        return self.net.fc(torch.flatten(x, 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.head(self.trunk(x))
+
+    def train(self, mode: bool = True) -> ResNetClassifier:
+        super().train(mode)
+        if self.freeze_bn:
+            for name in self.TRUNK:
+                getattr(self.net, name).eval()
+        return self
+
+
+class CachedTrunk(nn.Module):
+    """Trains a ResNetClassifier's head on trunk features computed once (freeze_bn only)."""
+
+    def __init__(self, model: ResNetClassifier):
+        super().__init__()
+        self.model = model
+
+    @staticmethod
+    def preprocess(features: torch.Tensor) -> torch.Tensor:
+        return features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.head(features)
 
 
 def build(
-    name: str, num_classes: int, weights: str = "none", image_size: int = 224
+    name: str,
+    num_classes: int,
+    weights: str = "none",
+    image_size: int = 224,
+    freeze_bn: bool = True,
 ) -> tuple[nn.Module, str]:
     """The model called `name` and a description of the initial weights it got."""
     if name == "cnn":
         return SeedCNN(num_classes), "random"
     if name == "resnet":
         net, used = _resnet18(weights)
-        return ResNetClassifier(net, num_classes, image_size), used
+        return ResNetClassifier(net, num_classes, image_size, freeze_bn), used
     raise FerError(f"model {name!r} is unknown; use one of: cnn, resnet")
 
 
@@ -128,6 +171,7 @@ def save_checkpoint(
         "classes": list(classes),
         "weights": weights,
         "image_size": getattr(model, "image_size", IMAGE_SIZE),
+        "freeze_bn": getattr(model, "freeze_bn", False),
         "state_dict": model.state_dict(),
     }
     with atomic_path(path) as tmp:
@@ -139,9 +183,13 @@ def load_checkpoint(path: Path) -> tuple[nn.Module, dict]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FerError(f"{path}: not found; run the training stage first (dvc repro)") from None
+        raise FerError(f"{path}: not found; run the stage that writes it (dvc repro)") from None
     model, _ = build(
-        checkpoint["model"], len(checkpoint["classes"]), "none", checkpoint["image_size"]
+        checkpoint["model"],
+        len(checkpoint["classes"]),
+        "none",
+        checkpoint["image_size"],
+        checkpoint["freeze_bn"],
     )
     model.load_state_dict(checkpoint["state_dict"])
     return model, checkpoint

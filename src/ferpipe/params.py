@@ -110,6 +110,7 @@ SCHEMA: dict[str, Check] = {
     "resnet.weight_decay": _number(0, strict=False),
     "resnet.weights": _text,
     "resnet.image_size": _int(32),
+    "resnet.freeze_bn": _boolean,
 }
 
 

@@ -49,3 +49,12 @@ def confusion_png(model: str) -> Path:
 
 def curves_png(model: str) -> Path:
     return PLOTS / model / "curves.png"
+
+
+TRUNK_DIR = DATA / "trunk"
+RESNET_INIT = MODELS / "resnet_init.pt"
+
+
+def trunk_file(part: str) -> Path:
+    """Frozen-trunk (conv1..layer3) features of the train or val split, float32 .npy."""
+    return TRUNK_DIR / f"{part}.npy"

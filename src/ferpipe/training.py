@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -30,12 +31,18 @@ def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, pixels: torch.Tensor, batch_size: int, device: torch.device
+    model: nn.Module,
+    pixels: torch.Tensor,
+    batch_size: int,
+    device: torch.device,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Logits for every image, in eval mode, computed a batch at a time."""
+    """Outputs for every image in eval mode, a batch at a time: the logits, or what `forward`
+    (e.g. `model.trunk`) returns for the preprocessed batch."""
     model.eval()
+    forward = forward or model
     out = [
-        model(model.preprocess(pixels[idx].to(device))).cpu()
+        forward(model.preprocess(pixels[idx].to(device))).cpu()
         for idx in batches(len(pixels), batch_size)
     ]
     return torch.cat(out)
