@@ -35,7 +35,7 @@ def stage_definitions():
         yield pytest.param(body, id=name)
 
 
-@pytest.mark.parametrize("stage", stage_definitions())
+@pytest.mark.parametrize("stage", list(stage_definitions()))
 def test_stage_depends_on_its_script_and_every_module_it_imports(stage):
     script = stage["cmd"].split()[1]
     deps = {d if isinstance(d, str) else next(iter(d)) for d in stage["deps"]}
