@@ -20,7 +20,11 @@ def main(name: str) -> None:
     classes = tuple(checkpoint["classes"])
     test = dataset.load(paths.split_file("test"))
     logits = training.predict(
-        model.to(device), torch.from_numpy(test.pixels), p["train.batch_size"], device
+        model.to(device),
+        torch.from_numpy(test.pixels),
+        p["train.batch_size"],
+        device,
+        desc=f"test {name}",
     )
     labels = torch.from_numpy(test.labels)
     loss_fn = losses.make_loss(

@@ -24,7 +24,7 @@ def main() -> None:
     for part in ("train", "val") if p["resnet.freeze_bn"] else ():
         pixels = torch.from_numpy(dataset.load(paths.split_file(part)).pixels)
         features = training.predict(
-            model.to(device), pixels, p["train.batch_size"], device, forward=model.trunk
+            model.to(device), pixels, p["train.batch_size"], device, model.trunk, f"trunk {part}"
         ).numpy()
         with dataset.atomic_path(paths.trunk_file(part)) as tmp, open(tmp, "wb") as f:
             np.save(f, features)

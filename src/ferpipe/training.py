@@ -36,15 +36,19 @@ def predict(
     batch_size: int,
     device: torch.device,
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    desc: str | None = None,
 ) -> torch.Tensor:
     """Outputs for every image in eval mode, a batch at a time: the logits, or what `forward`
-    (e.g. `model.trunk`) returns for the preprocessed batch."""
+    (e.g. `model.trunk`) returns for the preprocessed batch. A progress bar when `desc` is set."""
     model.eval()
     forward = forward or model
-    out = [
-        forward(model.preprocess(pixels[idx].to(device))).cpu()
-        for idx in batches(len(pixels), batch_size)
-    ]
+    out = []
+    with tqdm(
+        total=len(pixels), desc=desc, unit="img", mininterval=1.0, disable=desc is None
+    ) as bar:
+        for idx in batches(len(pixels), batch_size):
+            out.append(forward(model.preprocess(pixels[idx].to(device))).cpu())
+            bar.update(len(idx))
     return torch.cat(out)
 
 
