@@ -109,7 +109,9 @@ def test_repro_writes_metrics_predictions_and_plots(project):
         for png in ("confusion.png", "curves.png"):
             assert (project / f"plots/{name}/{png}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((project / "metrics/resnet.json").read_text())["weights"] == "none"
-    assert json.loads((project / "metrics/resnet_training.json").read_text())["trunk_cached"] is True
+    assert (
+        json.loads((project / "metrics/resnet_training.json").read_text())["trunk_cached"] is True
+    )
     quality = json.loads((project / "metrics/data_quality.json").read_text())
     assert quality["images"] == 2310
     shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
