@@ -13,7 +13,6 @@ METRICS = Path("metrics")
 QUALITY = METRICS / "data_quality.json"
 MODELS = Path("models")
 PLOTS = Path("plots")
-MODEL_NAMES = ("cnn", "resnet")
 
 
 def split_file(part: str) -> Path:
