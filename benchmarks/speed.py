@@ -6,6 +6,7 @@ Usage (from the project root, with the project's virtualenv):
     python benchmarks/speed.py --images 1024  # more images per measurement (steadier numbers)
     python benchmarks/speed.py --threads 1    # torch thread count (default: torch's default)
     python benchmarks/speed.py --quick        # smoke run with tiny sizes, for tests and CI
+    python benchmarks/speed.py --compile --no-channels-last  # other speed settings for ours
 
 It measures, in one run:
 
@@ -48,12 +49,15 @@ from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 from torchvision import datasets, transforms
 
-from ferpipe import losses, models, runinfo, sources, training
+from ferpipe import losses, models, params, runinfo, sources, training
 from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, IMAGE_SIZE, TASK_CLASSES, TRAIN_SPLIT
 from ferpipe.models import IMAGENET_MEAN, IMAGENET_STD
+from ferpipe.speed import Speed, adam
 
-ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared/data/fer2013/fer2013.zip"
+ROOT = Path(__file__).resolve().parents[1]
+ARCHIVE = ROOT.parent / "shared/data/fer2013/fer2013.zip"
+PARAMS = ROOT / "params.yaml"  # our loop's speed settings default to the project's
 SEED = 42
 CLASSES = TASK_CLASSES["multiclass"]  # angry, fear, happy, sad: also ImageFolder's sorted order
 CLASS_WEIGHTS = [2.0, 1.5, 1.0, 1.3]  # params.yaml train.class_weights.multiclass
@@ -190,13 +194,18 @@ def write_synthetic(count: int, folder: Path) -> None:
 # --- models and FLOPs ---------------------------------------------------------------------------
 
 
-def make_trainer(kind: str) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
-    """Model, loss and optimizer as stages/train.py builds them, from a fixed seed."""
+def make_trainer(
+    kind: str, speed: Speed | None = None
+) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+    """Model, loss and optimizer from a fixed seed: as stages/train.py builds them with `speed`
+    (laid out as it says, fused Adam), or seed-style without it (NCHW, plain Adam)."""
     torch.manual_seed(SEED)
     model, _ = models.build(kind, len(CLASSES), "none", RESNET_SIZE)
     loss_fn = losses.make_loss("ce", CLASS_WEIGHTS, 2.0)
     trainable = [w for w in model.parameters() if w.requires_grad]
-    return model, loss_fn, torch.optim.Adam(trainable, lr=LR, weight_decay=WEIGHT_DECAY)
+    if speed is None:
+        return model, loss_fn, torch.optim.Adam(trainable, lr=LR, weight_decay=WEIGHT_DECAY)
+    return speed.layout(model), loss_fn, adam(trainable, LR, WEIGHT_DECAY)
 
 
 def counted_gflop(kind: str, data: Data) -> float | None:
@@ -227,9 +236,10 @@ def measure(step: Step, images: int, warmup: int) -> Timing:
     return Timing(done, time.perf_counter() - start)
 
 
-def ours_step(kind: str, data: Data) -> Step:
+def ours_step(kind: str, data: Data, speed: Speed) -> Step:
     """The pipeline's own training step: `train_one_epoch` on in-memory uint8 tensors."""
-    model, loss_fn, optimizer = make_trainer(kind)
+    model, loss_fn, optimizer = make_trainer(kind, speed)
+    model = speed.function(model)
     generator = torch.Generator().manual_seed(SEED)
 
     def step(n: int) -> int:
@@ -242,16 +252,18 @@ def ours_step(kind: str, data: Data) -> Step:
     return step
 
 
-def pipeline_resnet_epoch(data: Data, settings: Settings) -> float:
+def pipeline_resnet_epoch(data: Data, settings: Settings, speed: Speed) -> float:
     """Estimated seconds of one full ResNet epoch as the pipeline runs it (resnet.freeze_bn):
     the resnet_trunk stage's features, computed once and shared by RESNET_EPOCHS epochs, plus
     training layer4 + fc on them (`models.CachedTrunk`)."""
-    model, loss_fn, optimizer = make_trainer("resnet")
+    model, loss_fn, optimizer = make_trainer("resnet", speed)
+    trunk = speed.function(model.trunk)
+    training.predict(model, data.pixels[: settings.warmup], BATCH_SIZE, CPU, trunk)
     n = settings.images
     start = time.perf_counter()
-    features = training.predict(model, data.pixels[:n], BATCH_SIZE, CPU, model.trunk)
+    features = training.predict(model, data.pixels[:n], BATCH_SIZE, CPU, trunk)
     trunk_per_image = (time.perf_counter() - start) / n
-    head = models.CachedTrunk(model)
+    head = speed.function(models.CachedTrunk(model))
     generator = torch.Generator().manual_seed(SEED)
 
     def step(k: int) -> int:
@@ -347,19 +359,31 @@ class ModelResult:
         return self.seed.epoch_seconds / (self.pipeline_epoch_seconds or self.ours.epoch_seconds)
 
 
-def benchmark_model(kind: str, data: Data, settings: Settings) -> ModelResult:
-    """FLOPs per image, then our loop and the seed-style loop, back to back."""
+def benchmark_model(
+    kind: str, data: Data, settings: Settings, speed: Speed, seed: Timing
+) -> ModelResult:
+    """FLOPs per image and our loop's timing, beside the seed-style loop's (`seed`)."""
     counted = counted_gflop(kind, data)
     constant = GFLOP_PER_IMAGE[kind]
     counted_text = f"{counted:.3f}" if counted is not None else "n/a"
     print(f"  {kind}: GFLOP per training image: counted {counted_text}, constant {constant:.2f}")
     gflop = counted if counted is not None else constant
-    ours = measure(ours_step(kind, data), settings.images, settings.warmup)
+    ours = measure(ours_step(kind, data, speed), settings.images, settings.warmup)
     print(f"  {kind}: ours       {ours.images} images in {ours.seconds:.1f} s")
-    seed = measure(seed_style_step(kind, data), settings.images, settings.warmup)
-    print(f"  {kind}: seed-style {seed.images} images in {seed.seconds:.1f} s")
-    pipeline = pipeline_resnet_epoch(data, settings) if kind == "resnet" else None
+    pipeline = pipeline_resnet_epoch(data, settings, speed) if kind == "resnet" else None
     return ModelResult(kind, gflop, ours, seed, pipeline)
+
+
+def benchmark(data: Data, settings: Settings, speed: Speed) -> dict[str, ModelResult]:
+    """The seed-style loops first, with the allocator as any Python process starts; then ours,
+    after `speed` has configured it (a process-wide change that cannot be undone)."""
+    seeds = {}
+    for kind in KINDS:
+        seeds[kind] = measure(seed_style_step(kind, data), settings.images, settings.warmup)
+        print(f"  {kind}: seed-style {seeds[kind].images} images in {seeds[kind].seconds:.1f} s")
+    reusing = speed.configure_allocator()
+    print(f"  allocator: freed memory {'reused' if reusing else 'handled as by default'}")
+    return {kind: benchmark_model(kind, data, settings, speed, seeds[kind]) for kind in KINDS}
 
 
 def print_table(results: list[ModelResult], peak: float) -> None:
@@ -418,6 +442,15 @@ def parse_args() -> argparse.Namespace:
         "--threads", type=int, default=0, help="torch threads (default: torch's default)"
     )
     parser.add_argument("--quick", action="store_true", help="smoke run with tiny sizes")
+    defaults = Speed.from_params(params.flatten(params.read(PARAMS)))
+    for flag in ("channels-last", "compile", "reuse-memory"):
+        default = getattr(defaults, flag.replace("-", "_"))
+        parser.add_argument(
+            f"--{flag}",
+            action=argparse.BooleanOptionalAction,
+            default=default,
+            help=f"our loop's train.{flag.replace('-', '_')} (default: params.yaml's, {default})",
+        )
     parser.add_argument(
         "--archive", type=Path, default=ARCHIVE, help="FER2013 zip (absent: synthetic stand-in)"
     )
@@ -439,10 +472,11 @@ def main() -> None:
     args = parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress lines interleave with tqdm's stderr
     settings = settings_for(args)
+    speed = Speed(args.channels_last, args.compile, args.reuse_memory)
     runinfo.setup(args.threads or torch.get_num_threads(), SEED)  # as the train stage does
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{os.cpu_count()} CPUs, load average {load_text()}"
+        f"{os.cpu_count()} CPUs, load average {load_text()}; ours: {speed}"
     )
     peak = matmul_gflops(settings.matmul_size, settings.matmul_repeats)
     print(
@@ -452,7 +486,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ferpipe-speed-") as tmp:
         data = load_data(args.archive, settings.images, Path(tmp))
         print(f"data: {data.description}")
-        results = {kind: benchmark_model(kind, data, settings) for kind in KINDS}
+        results = benchmark(data, settings, speed)
     print()
     print_table(list(results.values()), peak)
     print(f"load average at the end: {load_text()}")

@@ -10,17 +10,20 @@ import torch
 
 from ferpipe import dataset, losses, metrics, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
+from ferpipe.speed import Speed
 
 
 @exits_cleanly
 def main(name: str) -> None:
     p = params.for_stage(f"evaluate@{name}")
     device = runinfo.setup(p["train.threads"])
+    speed = Speed.from_params(p)
+    speed.configure_allocator()
     model, checkpoint = models.load_checkpoint(paths.model_file(name))
     classes = tuple(checkpoint["classes"])
     test = dataset.load(paths.split_file("test"))
     logits = training.predict(
-        model.to(device),
+        speed.model(model.to(device)),
         torch.from_numpy(test.pixels),
         p["train.batch_size"],
         device,

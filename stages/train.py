@@ -14,6 +14,7 @@ from torch import nn
 from ferpipe import dataset, losses, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
 from ferpipe.labels import TASK_CLASSES
+from ferpipe.speed import Speed, adam
 
 
 def initial_model(name: str, classes: tuple[str, ...]) -> tuple[nn.Module, str]:
@@ -42,15 +43,18 @@ def trainee_and_inputs(
 def main(name: str) -> None:
     p = params.for_stage(f"train_{name}")
     start = time.perf_counter()
+    speed = Speed.from_params(p)
+    reusing_memory = speed.configure_allocator()
     task, opts = p["task"], p[name]
     classes = TASK_CLASSES[task]
     device = runinfo.setup(p["train.threads"], p["seed"])
     model, weights = initial_model(name, classes)
     model = model.to(device)
     trainee, (train, val) = trainee_and_inputs(model)
+    trainee = speed.model(trainee)  # shares model's parameters, so model is what gets trained
     loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{task}"], p["train.focal_gamma"])
     trainable = [w for w in model.parameters() if w.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=opts["lr"], weight_decay=opts["weight_decay"])
+    optimizer = adam(trainable, opts["lr"], opts["weight_decay"])
     history, kept, train_seconds = training.fit(
         trainee, loss_fn, optimizer, train, val, opts["epochs"], p["train.batch_size"], p["seed"],
         device, p["train.keep"], name,
@@ -66,7 +70,10 @@ def main(name: str) -> None:
         "kept_epoch": kept,
         "val_accuracy": round(history[kept - 1].val_accuracy, 6),
         "weights": weights,
-        "trunk_cached": trainee is not model,
+        "trunk_cached": getattr(model, "freeze_bn", False),
+        "channels_last": speed.channels_last,
+        "compiled": speed.compile,
+        "reuse_memory": reusing_memory,
         "train_images": len(train[0]),
         "training_seconds": round(train_seconds, 2),
         "wall_seconds": round(wall, 2),

@@ -8,11 +8,14 @@ import torch
 from ferpipe import dataset, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
 from ferpipe.labels import TASK_CLASSES
+from ferpipe.speed import Speed
 
 
 @exits_cleanly
 def main() -> None:
     p = params.for_stage("resnet_trunk")
+    speed = Speed.from_params(p)
+    speed.configure_allocator()
     device = runinfo.setup(p["train.threads"], p["seed"])
     classes = TASK_CLASSES[p["task"]]
     model, weights = models.build(
@@ -20,12 +23,14 @@ def main() -> None:
     )
     models.save_checkpoint(model, "resnet", classes, weights, paths.RESNET_INIT)
     paths.TRUNK_DIR.mkdir(parents=True, exist_ok=True)
+    model = speed.layout(model.to(device))
+    trunk = speed.function(model.trunk)
     shapes = {}
     for part in ("train", "val") if p["resnet.freeze_bn"] else ():
         pixels = torch.from_numpy(dataset.load(paths.split_file(part)).pixels)
         features = training.predict(
-            model.to(device), pixels, p["train.batch_size"], device, model.trunk, f"trunk {part}"
-        ).numpy()
+            model, pixels, p["train.batch_size"], device, trunk, f"trunk {part}"
+        ).numpy()  # NHWC in memory when channels_last; np.save writes it in NCHW order
         with dataset.atomic_path(paths.trunk_file(part)) as tmp, open(tmp, "wb") as f:
             np.save(f, features)
         shapes[part] = list(features.shape)

@@ -52,6 +52,8 @@ def test_project_params_are_valid():
         ("data.source", "", "data.source='' must be a non-empty string"),
         ("seed", True, "seed=True must be an integer >= 0"),
         ("balance.drop_duplicates", "yes", "balance.drop_duplicates='yes' must be true or false"),
+        ("train.channels_last", 1, "train.channels_last=1 must be true or false"),
+        ("train.compile", "off", "train.compile='off' must be true or false"),
     ],
 )
 def test_bad_values_are_named_with_the_allowed_ones(key, value, message):

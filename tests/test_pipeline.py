@@ -100,6 +100,7 @@ def test_repro_writes_metrics_predictions_and_plots(project):
         assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 320
         training = json.loads((project / f"metrics/{name}_training.json").read_text())
         assert training["images_per_second"] > 0 and training["threads"] == 1
+        assert training["channels_last"] is True and training["compiled"] is False
         assert training["versions"]["torch"]
         history = (project / f"plots/{name}/history.csv").read_text().splitlines()
         assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy"

@@ -30,7 +30,9 @@ class SeedCNN(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out in ((1, 32), (32, 64), (64, 128)):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.features = nn.Sequential(*layers, nn.MaxPool2d(2), nn.Dropout(0.5), nn.Flatten())
+        # Dropout after Flatten draws its mask in NCHW order whatever the memory layout, so
+        # channels_last drops the same units (elementwise, it commutes with Flatten).
+        self.features = nn.Sequential(*layers, nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.5))
         self.classifier = nn.Sequential(
             nn.Linear(128 * (IMAGE_SIZE // 2) ** 2, 512), nn.ReLU(), nn.Linear(512, num_classes)
         )

@@ -1,0 +1,122 @@
+"""Speed settings change how the math runs, never what it computes (beyond float rounding)."""
+
+import platform
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from ferpipe import losses, models, training
+from ferpipe.speed import Speed, adam
+
+from .test_training import _toy
+
+CPU = torch.device("cpu")
+
+
+def _fit(speed: Speed, fused: bool = True, epochs: int = 2) -> list[training.EpochRecord]:
+    """The CNN trained on toy data with `speed`; fused=False is the optimizer used before it."""
+    torch.manual_seed(0)
+    model, _ = models.build("cnn", 2)
+    optimizer = (
+        adam(model.parameters(), 1e-4, 1e-4)
+        if fused
+        else torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
+    )
+    loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
+    trainee = speed.model(model)
+    history, _, _ = training.fit(
+        trainee, loss_fn, optimizer, _toy(), _toy(32, seed=1), epochs, 16, 0, CPU
+    )
+    return history
+
+
+def _close(a: list[training.EpochRecord], b: list[training.EpochRecord]) -> bool:
+    return all(
+        x.train_accuracy == y.train_accuracy
+        and x.val_accuracy == y.val_accuracy
+        and x.train_loss == pytest.approx(y.train_loss, rel=1e-3)
+        and x.val_loss == pytest.approx(y.val_loss, rel=1e-3)
+        for x, y in zip(a, b, strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def before() -> list[training.EpochRecord]:
+    """Training as it ran before the speed settings: NCHW, eager, unfused Adam."""
+    return _fit(Speed(channels_last=False, compile=False), fused=False)
+
+
+def test_fused_adam_takes_the_same_steps_as_plain_adam():
+    torch.manual_seed(0)
+    weights = [torch.randn(300, 7, requires_grad=True), torch.randn(7, requires_grad=True)]
+    copies = [w.detach().clone().requires_grad_() for w in weights]
+    start = weights[0].detach().clone()
+    fused, plain = adam(weights, 1e-2, 1e-3), torch.optim.Adam(copies, lr=1e-2, weight_decay=1e-3)
+    for step in range(5):
+        for ws, opt in ((weights, fused), (copies, plain)):
+            opt.zero_grad()
+            ((ws[0] * (step + 1)).sum() + ws[1].pow(2).sum()).backward()
+            opt.step()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(weights, copies, strict=True))
+    assert fused.defaults["fused"] and not torch.allclose(weights[0], start, atol=1e-3)
+
+
+def test_channels_last_lays_out_conv_weights_nhwc_and_gives_the_same_outputs():
+    torch.manual_seed(0)
+    nchw, _ = models.build("resnet", 4, "none", image_size=64)
+    x = nchw.eval().preprocess(torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8))
+    expected = nchw(x)
+    nhwc = Speed(channels_last=True).layout(nchw)
+    assert nhwc.net.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(nhwc(x), expected, atol=1e-5)
+    plain = Speed(channels_last=False).layout(models.build("cnn", 2)[0])
+    assert plain.features[0].weight.is_contiguous()
+
+
+def test_channels_last_training_matches_the_run_before_it(before):
+    assert _close(_fit(Speed(channels_last=True, compile=False)), before)
+
+
+def test_unfused_nchw_training_is_unchanged_by_this_module(before):
+    assert _fit(Speed(channels_last=False, compile=False), fused=False) == before
+
+
+def test_compiled_training_runs_compiled_graphs_and_matches_the_eager_run(before):
+    graphs = counters["stats"]["unique_graphs"]
+    history = _fit(Speed(channels_last=True, compile=True))
+    assert counters["stats"]["unique_graphs"] > graphs  # dynamo captured and compiled the model
+    assert _close(history, before)
+
+
+PAGE_FAULTS = """
+import resource, sys, torch
+from ferpipe import models
+from ferpipe.speed import Speed, adam
+print(Speed(reuse_memory=sys.argv[1] == "on").configure_allocator())
+model = models.build("cnn", 4)[0]
+optimizer = adam(model.parameters(), 1e-3, 0)
+x = model.preprocess(torch.zeros(64, 48, 48, dtype=torch.uint8))  # 75 MB activations a batch
+faults = []
+for _ in range(5):
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt)
+    optimizer.zero_grad(set_to_none=True)
+    model(x).sum().backward()
+    optimizer.step()
+print(faults[-1] - faults[2])  # after two warm-up steps
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the allocator setting is glibc's")
+def test_reuse_memory_stops_large_tensors_being_page_faulted_in_again():
+    def faults(setting: str) -> tuple[str, int]:
+        out = subprocess.run(
+            [sys.executable, "-c", PAGE_FAULTS, setting], capture_output=True, text=True, check=True
+        ).stdout.split()
+        return out[0], int(out[1])
+
+    (took_default, default), (took_reuse, reused) = faults("off"), faults("on")
+    assert (took_default, took_reuse) == ("False", "True")
+    assert default > 0 and reused * 10 < default
