@@ -11,13 +11,17 @@ Usage (from the project root, with the project's virtualenv):
 It measures, in one run:
 
 1. the fp32 matmul peak (GFLOP/s of a large `torch.mm`) at the current thread count;
-2. training images/s of `ferpipe.training.train_one_epoch` on in-memory uint8 tensors, as the
-   train stage calls it, for the CNN (48x48) and ResNet18 (224, layer4 + fc trainable), each
-   with its share of the matmul peak;
-3. the same models and math through a seed-000-style loop: JPEGs on disk, `ImageFolder` with
-   per-sample PIL transforms, `DataLoader(num_workers=0)`, NCHW fp32 eager;
-4. the ratio of the two, as an estimated full-epoch time (12,796 training images, the
-   multiclass protocol) extrapolated from the per-image times of the measured subset.
+2. the same models and math through a seed-000-style loop: JPEGs on disk, `ImageFolder` with
+   per-sample PIL transforms, `DataLoader(num_workers=0)`, NCHW fp32 eager, plain Adam, and
+   the memory allocator as Python starts (measured first, before ours reconfigures it);
+3. training images/s of `ferpipe.training.train_one_epoch` on in-memory uint8 tensors, as the
+   train stage runs it (the speed settings of params.yaml unless flags say otherwise, fused
+   Adam), for the CNN (48x48) and ResNet18 (224, layer4 + fc trainable, the whole network run
+   every step), each with its share of the matmul peak;
+4. the pipeline's ResNet epoch with `resnet.freeze_bn`: the trunk's features computed once
+   (their cost shared by 5 epochs) and layer4 + fc trained on them;
+5. the ratios, as estimated full-epoch times (12,796 training images, the multiclass
+   protocol) extrapolated from the per-image times of the measured subset.
 
 Data: the real archive `../shared/data/fer2013/fer2013.zip` beside the checkout (decoded with
 `ferpipe.sources.read_source`; the same images are extracted as JPEGs for the seed-style loop).
