@@ -43,7 +43,8 @@ class Speed:
 
     def layout(self, model: nn.Module) -> nn.Module:
         """`model` with its conv weights laid out NHWC, in place, when channels_last: oneDNN's
-        CPU convolutions run 1.3-1.4x faster that way and convert NCHW inputs themselves."""
+        CPU convolutions convert NCHW inputs themselves and run faster that way (measured here:
+        ResNet steps 1.3-1.4x, the CNN step 1.05-1.1x)."""
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
 
     def model(self, model: nn.Module) -> nn.Module:
