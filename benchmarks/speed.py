@@ -18,7 +18,7 @@ It measures, in one run:
    train stage runs it (the speed settings of params.yaml unless flags say otherwise, fused
    Adam), for the CNN (48x48) and ResNet18 (224, layer4 + fc trainable, the whole network run
    every step), each with its share of the matmul peak;
-4. the pipeline's ResNet epoch with `resnet.freeze_bn`: the trunk's features computed once
+4. the pipeline's ResNet epoch with `zoo.resnet.args.freeze_bn`: the trunk's features computed once
    (their cost shared by 5 epochs) and layer4 + fc trained on them;
 5. the ratios, as estimated full-epoch times (12,796 training images, the multiclass
    protocol) extrapolated from the per-image times of the measured subset.
@@ -56,7 +56,7 @@ from torchvision import datasets, transforms
 from ferpipe import losses, models, params, runinfo, sources, training
 from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, IMAGE_SIZE, TASK_CLASSES, TRAIN_SPLIT
-from ferpipe.models import IMAGENET_MEAN, IMAGENET_STD
+from ferpipe.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ferpipe.speed import Speed, adam
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,12 +66,17 @@ SEED = 42
 CLASSES = TASK_CLASSES["multiclass"]  # angry, fear, happy, sad: also ImageFolder's sorted order
 CLASS_WEIGHTS = [2.0, 1.5, 1.0, 1.3]  # params.yaml train.class_weights.multiclass
 BATCH_SIZE = 64  # params.yaml train.batch_size
-LR, WEIGHT_DECAY = 1e-3, 1e-4  # params.yaml cnn/resnet lr and weight_decay
-RESNET_SIZE = 224  # params.yaml resnet.image_size
+LR, WEIGHT_DECAY = 1e-3, 1e-4  # params.yaml zoo.cnn and zoo.resnet lr and weight_decay
+RESNET_SIZE = 224  # params.yaml zoo.resnet.args.image_size
 EPOCH_IMAGES = 12_796  # training images of one multiclass epoch (the protocol's split)
-TRUNK_IMAGES = 15_995  # train + validation images whose trunk features resnet_trunk computes
-RESNET_EPOCHS = 5  # params.yaml resnet.epochs: the trunk's one-off cost is shared by them
-KINDS = ("cnn", "resnet")
+TRUNK_IMAGES = 15_995  # train + validation images whose trunk features init@resnet computes
+RESNET_EPOCHS = 5  # params.yaml zoo.resnet.epochs: the trunk's one-off cost is shared by them
+KINDS = ("cnn", "resnet")  # the seed-000 zoo entries of params.yaml
+# Their architectures and arguments (params.yaml, with weights none: no ImageNet weights here).
+ENTRIES = {
+    "cnn": ("study_cnn", {}),
+    "resnet": ("resnet18", {"weights": "none", "image_size": RESNET_SIZE}),
+}
 CPU = torch.device("cpu")
 
 # GFLOP per training image (forward + backward; Adam's elementwise update is negligible), with
@@ -204,7 +209,8 @@ def make_trainer(
     """Model, loss and optimizer from a fixed seed: as stages/train.py builds them with `speed`
     (laid out as it says, fused Adam), or seed-style without it (NCHW, plain Adam)."""
     torch.manual_seed(SEED)
-    model, _ = models.build(kind, len(CLASSES), "none", RESNET_SIZE)
+    arch, args = ENTRIES[kind]
+    model = models.build(arch, len(CLASSES), **args)
     loss_fn = losses.make_loss("ce", CLASS_WEIGHTS, 2.0)
     trainable = [w for w in model.parameters() if w.requires_grad]
     if speed is None:
@@ -257,17 +263,17 @@ def ours_step(kind: str, data: Data, speed: Speed) -> Step:
 
 
 def pipeline_resnet_epoch(data: Data, settings: Settings, speed: Speed) -> float:
-    """Estimated seconds of one full ResNet epoch as the pipeline runs it (resnet.freeze_bn):
-    the resnet_trunk stage's features, computed once and shared by RESNET_EPOCHS epochs, plus
-    training layer4 + fc on them (`models.CachedTrunk`)."""
+    """Estimated seconds of one full ResNet epoch as the pipeline runs it (freeze_bn):
+    the init@resnet stage's features, computed once and shared by RESNET_EPOCHS epochs, plus
+    training layer4 + fc on them (`models.CachedFeatures`)."""
     model, loss_fn, optimizer = make_trainer("resnet", speed)
-    trunk = speed.function(model.trunk)
+    trunk = speed.function(model.features)
     training.predict(model, data.pixels[: settings.warmup], BATCH_SIZE, CPU, trunk)
     n = settings.images
     start = time.perf_counter()
     features = training.predict(model, data.pixels[:n], BATCH_SIZE, CPU, trunk)
     trunk_per_image = (time.perf_counter() - start) / n
-    head = speed.function(models.CachedTrunk(model))
+    head = speed.function(models.CachedFeatures(model))
     generator = torch.Generator().manual_seed(SEED)
 
     def step(k: int) -> int:
@@ -312,7 +318,7 @@ def seed_transform(kind: str) -> transforms.Compose:
 def seed_style_step(kind: str, data: Data) -> Step:
     """Seed 000's way: ImageFolder + DataLoader decoding JPEGs per sample, a plain eager loop.
 
-    The same model classes do the math: `SeedCNN.forward` on the already-normalised tensor, and
+    The same model classes do the math: `StudyCNN.forward` on the already-normalised tensor, and
     ResNet's `model.net` on the transformed 224x224 tensor (the frozen trunk recomputed)."""
     model, loss_fn, optimizer = make_trainer(kind)
     net = model.net if kind == "resnet" else model

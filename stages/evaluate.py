@@ -1,16 +1,31 @@
-"""Stage evaluate@<model>: test metrics and per-image predictions of one trained model.
+"""Stage evaluate@<entry>: test metrics and per-image predictions of one trained model.
 
-Usage: python stages/evaluate.py {cnn,resnet}
+The reported test split follows split.validation: PublicTest and PrivateTest together with a
+holdout validation split (seed 000), PrivateTest alone when PublicTest selected the model. The
+figures of each split and of both together go to metrics/<entry>_by_split.json.
+
+Usage: python stages/evaluate.py ENTRY
 """
 
 import sys
 
+import numpy as np
 import pandas as pd
 import torch
 
 from ferpipe import dataset, losses, metrics, models, params, paths, runinfo, training
-from ferpipe.errors import exits_cleanly
+from ferpipe.errors import FerError, exits_cleanly
+from ferpipe.labels import SPLITS
 from ferpipe.speed import Speed
+
+TEST_SPLITS = {"PublicTest": ("PublicTest",), "PrivateTest": ("PrivateTest",),
+               "PublicTest+PrivateTest": ("PublicTest", "PrivateTest")}  # fmt: skip
+REPORTED = {"holdout": "PublicTest+PrivateTest", "publictest": "PrivateTest"}
+
+
+def rows_of(test: dataset.Images, split: str) -> np.ndarray:
+    """Mask of the test images in `split` (a key of TEST_SPLITS)."""
+    return np.isin(test.splits, [SPLITS.index(s) for s in TEST_SPLITS[split]])
 
 
 @exits_cleanly
@@ -19,7 +34,7 @@ def main(name: str) -> None:
     device = runinfo.setup(p["train.threads"])
     speed = Speed.from_params(p)
     speed.configure_allocator()
-    model, checkpoint = models.load_checkpoint(paths.model_file(name))
+    model, checkpoint = models.load(paths.model_file(name))
     classes = tuple(checkpoint["classes"])
     test = dataset.load(paths.split_file("test"))
     logits = training.predict(
@@ -34,24 +49,34 @@ def main(name: str) -> None:
         p["loss"], p[f"train.class_weights.{p['task']}"], p["train.focal_gamma"]
     )
     probs = logits.softmax(1).numpy()
-    scores = metrics.classification_metrics(
-        test.labels, probs, classes, loss_fn(logits, labels).item()
-    )
-    scores["weights"] = checkpoint["weights"]
+
+    def scores_on(split: str) -> dict[str, object]:
+        mask = rows_of(test, split)
+        if not mask.any():
+            raise FerError(f"the test data has no {split} images; use split.validation=holdout")
+        rows = torch.from_numpy(mask)
+        loss = loss_fn(logits[rows], labels[rows]).item()
+        return metrics.classification_metrics(test.labels[mask], probs[mask], classes, loss)
+
+    present = [s for s in TEST_SPLITS if rows_of(test, s).any()]
+    reported = REPORTED[p["split.validation"]]
+    scores = {**scores_on(reported), "test_split": reported, "weights": checkpoint["weights"]}
     dataset.write_json(scores, paths.metrics_file(name))
+    dataset.write_json({s: scores_on(s) for s in present}, paths.split_metrics_file(name))
+    shown = rows_of(test, reported)
     predictions = pd.DataFrame(
         {
-            "id": test.ids,
-            "actual": [classes[i] for i in test.labels],
-            "predicted": [classes[i] for i in probs.argmax(1)],
-            **{f"p_{c}": probs[:, i].round(6) for i, c in enumerate(classes)},
+            "id": test.ids[shown],
+            "actual": [classes[i] for i in test.labels[shown]],
+            "predicted": [classes[i] for i in probs[shown].argmax(1)],
+            **{f"p_{c}": probs[shown, i].round(6) for i, c in enumerate(classes)},
         }
     )
     with dataset.atomic_path(paths.predictions_file(name)) as tmp:
         predictions.to_csv(tmp, index=False)
     print(
-        f"evaluate {name}: test accuracy {scores['test_accuracy']:.2%}, macro F1 {scores['macro_f1']:.2%}, "
-        f"top-2 {scores['top2_accuracy']:.2%} on {len(test)} images"
+        f"evaluate {name}: {reported} accuracy {scores['test_accuracy']:.2%}, macro F1 "
+        f"{scores['macro_f1']:.2%}, top-2 {scores['top2_accuracy']:.2%} on {scores['test_images']} images"
     )
 
 

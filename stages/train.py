@@ -1,6 +1,6 @@
-"""Stages train_cnn and train_resnet: train one model on the task's train split.
+"""Stage train@<entry>: train one zoo entry on the task's train split, selecting on val.
 
-Usage: python stages/train.py {cnn,resnet}
+Usage: python stages/train.py ENTRY
 """
 
 import sys
@@ -13,64 +13,55 @@ from torch import nn
 
 from ferpipe import dataset, losses, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
-from ferpipe.labels import TASK_CLASSES
 from ferpipe.speed import Speed, adam
 
 
-def initial_model(name: str, classes: tuple[str, ...]) -> tuple[nn.Module, str]:
-    """A fresh CNN, or the ResNet18 the resnet_trunk stage built (its weights resolved there)."""
-    if name == "cnn":
-        return models.build("cnn", len(classes))
-    model, checkpoint = models.load_checkpoint(paths.RESNET_INIT)
-    return model, checkpoint["weights"]
-
-
 def trainee_and_inputs(
-    model: nn.Module,
+    model: models.FerModel, name: str
 ) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
     """What `fit` trains and the (inputs, labels) of the train and val splits: the model on
-    images, or, when the ResNet trunk is frozen with eval-mode batch norm, its head on the
-    trunk features cached by the resnet_trunk stage."""
+    images, or, when its features are frozen, its head on the features the init stage cached."""
     parts = [dataset.load(paths.split_file(part)) for part in ("train", "val")]
     labels = [torch.from_numpy(s.labels) for s in parts]
-    if getattr(model, "freeze_bn", False):
-        features = [torch.from_numpy(np.load(paths.trunk_file(part))) for part in ("train", "val")]
-        return models.CachedTrunk(model), list(zip(features, labels, strict=True))
+    if model.frozen_features:
+        cached = [torch.from_numpy(np.load(paths.features_file(name, p))) for p in ("train", "val")]
+        return models.CachedFeatures(model), list(zip(cached, labels, strict=True))
     return model, [(torch.from_numpy(s.pixels), y) for s, y in zip(parts, labels, strict=True)]
 
 
 @exits_cleanly
 def main(name: str) -> None:
-    p = params.for_stage(f"train_{name}")
+    p = params.for_stage(f"train@{name}")
     start = time.perf_counter()
     speed = Speed.from_params(p)
     reusing_memory = speed.configure_allocator()
-    task, opts = p["task"], p[name]
-    classes = TASK_CLASSES[task]
+    task, entry = p["task"], p[f"zoo.{name}"]
     device = runinfo.setup(p["train.threads"], p["seed"])
-    model, weights = initial_model(name, classes)
+    model, checkpoint = models.load(paths.init_file(name))
     model = model.to(device)
-    trainee, (train, val) = trainee_and_inputs(model)
+    trainee, (train, val) = trainee_and_inputs(model, name)
     trainee = speed.model(trainee)  # shares model's parameters, so model is what gets trained
     loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{task}"], p["train.focal_gamma"])
-    trainable = [w for w in model.parameters() if w.requires_grad]
-    optimizer = adam(trainable, opts["lr"], opts["weight_decay"])
+    optimizer = adam(model.trainable(), entry["lr"], entry["weight_decay"])
+    schedule = training.Schedule(
+        entry["epochs"], p["train.batch_size"], p["seed"], p["train.keep"], name
+    )
     history, kept, train_seconds = training.fit(
-        trainee, loss_fn, optimizer, train, val, opts["epochs"], p["train.batch_size"], p["seed"],
-        device, p["train.keep"], name,
-    )  # fmt: skip
-    models.save_checkpoint(model, name, classes, weights, paths.model_file(name))
+        trainee, loss_fn, optimizer, train, val, schedule, device
+    )
+    models.save(model, tuple(checkpoint["classes"]), paths.model_file(name))
     rows = pd.DataFrame(training.history_rows(history))
     with dataset.atomic_path(paths.history_file(name)) as tmp:
         rows.to_csv(tmp, index=False)
     wall = time.perf_counter() - start
-    ips = opts["epochs"] * len(train[0]) / train_seconds
+    ips = entry["epochs"] * len(train[0]) / train_seconds
     record = {
-        "epochs": opts["epochs"],
+        "arch": model.arch,
+        "epochs": entry["epochs"],
         "kept_epoch": kept,
         "val_accuracy": round(history[kept - 1].val_accuracy, 6),
-        "weights": weights,
-        "trunk_cached": getattr(model, "freeze_bn", False),
+        "weights": model.weights,
+        "features_cached": model.frozen_features,
         "channels_last": speed.channels_last,
         "compiled": speed.compile,
         "reuse_memory": reusing_memory,
@@ -82,8 +73,9 @@ def main(name: str) -> None:
     }
     dataset.write_json(record, paths.training_record(name))
     print(
-        f"{name}: {opts['epochs']} epochs, validation accuracy {history[kept - 1].val_accuracy:.2%} "
-        f"(epoch {kept} kept), wall time {wall:.1f} s, {ips:.1f} images/s"
+        f"{name}: {entry['epochs']} epochs, validation accuracy "
+        f"{history[kept - 1].val_accuracy:.2%} (epoch {kept} kept), wall time {wall:.1f} s, "
+        f"{ips:.1f} images/s"
     )
 
 

@@ -1,63 +1,182 @@
+"""The zoo: every registered architecture is tested by iterating the registry, so a new one is
+covered the moment it is registered; then what each family must follow from its seed."""
+
 import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import resnet18
+from torchvision.models import get_model, get_model_weights
 
 from ferpipe import models
 from ferpipe.errors import FerError
+from ferpipe.models.inputs import IMAGENET_MEAN, IMAGENET_STD
+from ferpipe.speed import Speed
+
+ARCHITECTURES = models.names()
 
 
-def test_cnn_follows_seed_000_and_outputs_one_score_per_class():
-    model = models.SeedCNN(num_classes=4)
+def tiny(name: str, **changes) -> models.FerModel:
+    """`name` built small (its registered tiny arguments, no pretrained weights), 7 classes."""
+    arch = models.architecture(name)
+    args = {**arch.tiny, **changes}
+    if "weights" in arch.parameters():
+        args.setdefault("weights", "none")
+    torch.manual_seed(0)
+    return models.build(name, 7, **args)
+
+
+def faces(n: int = 4) -> torch.Tensor:
+    return torch.randint(
+        0, 256, (n, 48, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_forward_and_backward_on_a_batch_of_its_own_input(name):
+    model = tiny(name).train()
+    x = model.preprocess(faces())
+    assert x.dtype == torch.float32 and x.shape[0] == 4 and x.ndim == 4
+    loss = torch.nn.functional.cross_entropy(model(x), torch.arange(4))
+    loss.backward()
+    trainable = model.trainable()
+    assert trainable and all(w.grad is not None for w in trainable)
+    assert all(w.grad is None for w in model.parameters() if not w.requires_grad)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_forward_is_head_of_features(name):
+    model = tiny(name).eval()
+    x = model.preprocess(faces())
+    with torch.no_grad():
+        assert torch.equal(model.head(model.features(x)), model(x))
+    assert model(x).shape == (4, 7)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_a_checkpoint_rebuilds_the_model_on_its_own(name, tmp_path):
+    model = tiny(name).eval()
+    path = tmp_path / f"{name}.pt"
+    models.save(model, tuple("abcdefg"), path)
+    loaded, checkpoint = models.load(path)
+    assert (loaded.arch, loaded.args, checkpoint["classes"]) == (name, model.args, list("abcdefg"))
+    assert loaded.weights == model.weights
+    x = model.preprocess(faces())
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(loaded.preprocess(faces())), model(x))
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_channels_last_gives_the_same_logits(name):
+    model = tiny(name).eval()
+    x = model.preprocess(faces())
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.allclose(Speed(channels_last=True).layout(model)(x), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_frozen_features_give_the_same_training_outputs_when_cached(name):
+    model = tiny(name).train()
+    if not model.frozen_features:
+        assert any(w.requires_grad for w in model.parameters())
+        return
+    x = model.preprocess(faces(6))
+    with torch.no_grad():
+        cached = model.features(x)
+    head = models.CachedFeatures(model)
+    torch.manual_seed(3)
+    a = head(head.preprocess(cached))
+    torch.manual_seed(3)
+    assert torch.allclose(a, model(x), atol=1e-6)
+
+
+def test_the_registry_lists_every_family_and_refuses_unknown_names_and_arguments():
+    assert {"study_cnn", "resnet18", "resnet50", "small_cnn_m1", "small_cnn_m2", "small_cnn_m3",
+            "block_cnn", "vgg_cnn"} <= set(ARCHITECTURES)  # fmt: skip
+    with pytest.raises(FerError, match="architecture 'vgg' is unknown; use one of: block_cnn"):
+        models.build("vgg", 2)
+    with pytest.raises(FerError, match="args.depth: block_cnn takes no argument 'depth'"):
+        models.build("block_cnn", 2, depth=5)
+    with pytest.raises(FerError, match="args.norm='layer' must be one of: none, batch, instance"):
+        models.build("block_cnn", 2, norm="layer")
+    with pytest.raises(FerError, match=r"args.channels=\[32, 'x'\] must be a list whose items"):
+        models.build("block_cnn", 2, channels=[32, "x"], kernel_sizes=[3, 3])
+    with pytest.raises(FerError, match="args.freeze_bn='yes' must be true or false"):
+        models.build("resnet18", 2, freeze_bn="yes")
+    with pytest.raises(FerError, match="zoo.mine: architecture 'nope' is unknown"):
+        models.from_entry("mine", {"arch": "nope", "args": {}}, 2)
+    with pytest.raises(
+        FerError, match="zoo.mine: zoo.mine.args.image_size=16.5 must be of type int"
+    ):
+        models.from_entry("mine", {"arch": "resnet18", "args": {"image_size": 16.5}}, 2)
+
+
+# --- seed 000 ---------------------------------------------------------------------------------
+
+
+def test_study_cnn_follows_seed_000():
+    model = tiny("study_cnn")
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size, c.padding) for c in convs] == [
         (32, (3, 3), (1, 1)), (64, (3, 3), (1, 1)), (128, (3, 3), (1, 1))
     ]  # fmt: skip
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) == 3
     assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [0.5]
-    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [512, 4]
-    pixels = torch.randint(0, 256, (5, 48, 48), dtype=torch.uint8)
-    x = model.preprocess(pixels)
+    assert [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)] == [512, 7]
+    x = model.preprocess(faces(5))
     assert x.shape == (5, 1, 48, 48) and x.min() >= -1 and x.max() <= 1
-    assert model(x).shape == (5, 4)
 
 
-def test_resnet_trains_only_layer4_and_fc_on_imagenet_normalised_input():
-    model, used = models.build("resnet", 2, "none", image_size=64)
-    assert used == "none"
+def test_resnet18_trains_only_layer4_and_fc_on_imagenet_normalised_input():
+    model = tiny("resnet18", image_size=64)
     trainable = {n.split(".")[1] for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"layer4", "fc"}
-    assert model.net.fc.out_features == 2
-    gray = torch.full((3, 48, 48), 255, dtype=torch.uint8)
-    x = model.preprocess(gray)
+    assert trainable == {"layer4", "fc"} and model.frozen_features
+    x = model.preprocess(torch.full((3, 48, 48), 255, dtype=torch.uint8))
     assert x.shape == (3, 3, 64, 64)
-    expected = (1 - torch.tensor(models.IMAGENET_MEAN)) / torch.tensor(models.IMAGENET_STD)
+    expected = (1 - torch.tensor(IMAGENET_MEAN)) / torch.tensor(IMAGENET_STD)
     assert torch.allclose(x[0, :, 10, 10], expected)
-    assert model(x).shape == (3, 2)
 
 
-def _reference_state(seed: int = 7) -> dict[str, torch.Tensor]:
-    torch.manual_seed(seed)
-    return resnet18(weights=None).state_dict()
+def test_train_from_chooses_the_first_trained_stage():
+    whole = tiny("resnet18", train_from="conv1")
+    assert all(w.requires_grad for w in whole.parameters()) and not whole.frozen_features
+    assert whole.features(whole.preprocess(faces())).shape == (4, 512)  # the pooled embedding
+    from_layer2 = tiny("resnet18", train_from="layer2")
+    trained = {n.split(".")[1] for n, p in from_layer2.named_parameters() if p.requires_grad}
+    assert trained == {"layer2", "layer3", "layer4", "fc"}
 
 
-def _same_trunk(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
-    return torch.equal(model.net.conv1.weight, state["conv1.weight"]) and torch.equal(
-        model.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"]
-    )
+def test_frozen_batch_norm_stays_in_eval_mode_and_seed_000_batch_norm_does_not():
+    model = tiny("resnet18").train()
+    assert not model.net.bn1.training and not model.net.layer3[0].bn1.training
+    assert model.net.layer4[0].bn1.training  # the trainable part keeps batch statistics
+    seed000 = tiny("resnet18", freeze_bn=False).train()
+    assert seed000.net.bn1.training and not seed000.frozen_features
+    before = seed000.net.bn1.running_mean.clone()
+    seed000(seed000.preprocess(faces()))
+    assert not torch.equal(before, seed000.net.bn1.running_mean)
 
 
-def test_imagenet_weights_load_through_torchvision_weights_api(tmp_path, monkeypatch):
-    state = _reference_state()
+def _weights_file(tmp_path: Path, name: str, monkeypatch) -> dict[str, torch.Tensor]:
+    """A state dict saved where torchvision caches `name`'s default ImageNet weights."""
+    torch.manual_seed(7)
+    state = get_model(name, weights=None).state_dict()
     cache = tmp_path / "hub" / "checkpoints"
     cache.mkdir(parents=True)
-    torch.save(state, cache / "resnet18-f37072fd.pth")  # the file name torchvision caches
+    torch.save(state, cache / Path(get_model_weights(name).DEFAULT.url).name)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    return state
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_imagenet_weights_load_through_torchvision_weights_api(name, tmp_path, monkeypatch):
+    state = _weights_file(tmp_path, name, monkeypatch)
     for setting in ("imagenet", "auto"):
-        model, used = models.build("resnet", 4, setting)
-        assert used == "imagenet"
-        assert _same_trunk(model, state)
+        model = models.build(name, 4, weights=setting, image_size=32)
+        assert model.weights == "imagenet"
+        assert torch.equal(model.net.conv1.weight, state["conv1.weight"])
+        assert torch.equal(model.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
 
 
 def _offline(monkeypatch, tmp_path):
@@ -68,72 +187,86 @@ def _offline(monkeypatch, tmp_path):
     monkeypatch.setattr("torchvision.models._api.load_state_dict_from_url", refuse)
 
 
-def test_imagenet_is_strict_when_weights_cannot_be_had(tmp_path, monkeypatch):
+def test_imagenet_is_strict_and_auto_falls_back_to_scratch_loudly(tmp_path, monkeypatch, capsys):
     _offline(monkeypatch, tmp_path)
     with pytest.raises(
-        FerError, match="resnet.weights=imagenet: the ImageNet weights cannot be had"
+        FerError, match="resnet50 weights=imagenet: the ImageNet weights cannot be had"
     ):
-        models.build("resnet", 4, "imagenet")
-
-
-def test_auto_falls_back_to_scratch_loudly(tmp_path, monkeypatch, capsys):
-    _offline(monkeypatch, tmp_path)
-    _, used = models.build("resnet", 4, "auto")
-    assert used == "none (auto: imagenet unavailable)"
+        models.build("resnet50", 4, weights="imagenet")
+    assert (
+        models.build("resnet18", 4, weights="auto").weights == "none (auto: imagenet unavailable)"
+    )
     assert "WARNING" in capsys.readouterr().out
 
 
-def test_weights_from_a_local_file(tmp_path):
-    state = _reference_state(seed=3)
-    path = tmp_path / "mine.pth"
-    torch.save(state, path)
-    model, used = models.build("resnet", 2, str(path))
-    assert _same_trunk(model, state)
-    assert used.startswith("file mine.pth sha256:")
-
-
-def test_bad_weights_settings_are_refused(tmp_path):
+def test_weights_from_a_local_file_and_bad_files_refused(tmp_path):
+    torch.manual_seed(3)
+    state = get_model("resnet18", weights=None).state_dict()
+    torch.save(state, tmp_path / "mine.pth")
+    model = models.build("resnet18", 2, weights=str(tmp_path / "mine.pth"), image_size=32)
+    assert torch.equal(model.net.conv1.weight, state["conv1.weight"])
+    assert model.weights.startswith("file mine.pth sha256:")
     with pytest.raises(FerError, match="no such file"):
-        models.build("resnet", 2, str(tmp_path / "missing.pth"))
-    junk = tmp_path / "junk.pth"
-    torch.save({"conv1.weight": torch.zeros(1)}, junk)
-    with pytest.raises(FerError, match="not a ResNet18 state dict"):
-        models.build("resnet", 2, str(junk))
-    with pytest.raises(FerError, match="model 'vgg' is unknown"):
-        models.build("vgg", 2)
+        models.build("resnet18", 2, weights=str(tmp_path / "missing.pth"))
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "junk.pth")
+    with pytest.raises(FerError, match="not a resnet18 state dict"):
+        models.build("resnet18", 2, weights=str(tmp_path / "junk.pth"))
 
 
-def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
-    torch.manual_seed(0)
-    model, used = models.build("resnet", 2, "none", image_size=40)
-    path = tmp_path / "resnet.pt"
-    models.save_checkpoint(model, "resnet", ("happy", "sad"), used, path)
-    loaded, checkpoint = models.load_checkpoint(path)
-    assert checkpoint["classes"] == ["happy", "sad"] and loaded.image_size == 40
-    pixels = torch.randint(0, 256, (2, 48, 48), dtype=torch.uint8)
-    model.eval(), loaded.eval()
-    assert torch.equal(model(model.preprocess(pixels)), loaded(loaded.preprocess(pixels)))
+# --- seeds 001, 002 and 004 --------------------------------------------------------------------
 
 
-def test_frozen_batch_norm_lets_the_trunk_be_cached_without_changing_the_math():
-    torch.manual_seed(0)
-    model, _ = models.build("resnet", 2, "none", image_size=32, freeze_bn=True)
-    model.train()
-    assert not model.net.bn1.training and not model.net.layer3[0].bn1.training
-    assert model.net.layer4[0].bn1.training  # the trainable part keeps batch statistics
-    pixels = torch.randint(0, 256, (6, 48, 48), dtype=torch.uint8)
-    x = model.preprocess(pixels)
-    cached = models.CachedTrunk(model)
-    with torch.no_grad():
-        features = model.trunk(x)
-    assert torch.allclose(cached(cached.preprocess(features)), model(x), atol=1e-6)
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("small_cnn_m1", 1_849_223), ("small_cnn_m2", 5_223_047), ("small_cnn_m3", 8_409_543)],
+)
+def test_seed_001_models_have_the_tables_parameter_counts_and_three_channel_input(name, count):
+    model = tiny(name)
+    assert sum(w.numel() for w in model.parameters()) == count
+    assert model.preprocess(faces()).shape == (4, 3, 48, 48)
 
 
-def test_seed_000_batch_norm_uses_batch_statistics_in_the_frozen_layers():
-    torch.manual_seed(0)
-    model, _ = models.build("resnet", 2, "none", image_size=32, freeze_bn=False)
-    model.train()
-    assert model.net.bn1.training and model.net.layer2[1].bn2.training
-    before = model.net.bn1.running_mean.clone()
-    model(model.preprocess(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8)))
-    assert not torch.equal(before, model.net.bn1.running_mean)
+def test_seed_001_resnet50_puts_a_linear_layer_on_its_1000_way_fc():
+    model = tiny("resnet50", keep_fc=True, train_from="conv1")
+    assert [m.out_features for m in model.net.fc] == [1000, 7]
+
+
+def test_seed_002_block_cnn_is_configurable_in_depth_kernels_and_normalisation():
+    baseline = tiny("block_cnn", channels=[32, 32, 64, 64], kernel_sizes=[3, 3, 3, 3])
+    convs = [m for m in baseline.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64]
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in baseline.modules()) == 2
+    assert baseline.features(baseline.preprocess(faces())).shape == (4, 64 * 5 * 5)
+    final = tiny(
+        "block_cnn", channels=[32, 32, 64, 64, 128, 128, 256], kernel_sizes=[3] * 7, norm="batch"
+    )
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in final.modules()) == 7
+    wide = tiny("block_cnn", channels=[32, 32, 64, 64], kernel_sizes=[7, 5, 3, 3], norm="instance")
+    assert [c.kernel_size for c in wide.modules() if isinstance(c, torch.nn.Conv2d)][:2] == [
+        (7, 7),
+        (5, 5),
+    ]
+    assert sum(isinstance(m, torch.nn.InstanceNorm2d) for m in wide.modules()) == 4
+    with pytest.raises(FerError, match="one kernel size per block"):
+        tiny("block_cnn", channels=[8, 8], kernel_sizes=[3])
+
+
+def test_seed_004_vgg_follows_its_slides():
+    model = tiny("vgg_cnn")
+    convs = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs == [64, 64, 128, 128, 256, 256, 512, 512]
+    drops = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    assert drops == [0.3] * 4 + [0.5] * 2
+    linears = [
+        (m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert linears == [(4608, 512), (512, 256), (256, 7)]
+    assert sum(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == 2
+
+
+def test_seed_004_resnet_head_is_features_256_classes():
+    model = tiny("resnet18", train_from="conv1", hidden=[256])
+    layers = [
+        (m.in_features, m.out_features) for m in model.net.fc if isinstance(m, torch.nn.Linear)
+    ]
+    assert layers == [(512, 256), (256, 7)]

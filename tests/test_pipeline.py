@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -20,15 +21,24 @@ PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dv
 TINY = {
     "balance": {"max_per_class": 24},
     "train": {"batch_size": 16, "threads": 1},
-    "cnn": {"epochs": 1},
-    "resnet": {"epochs": 1, "image_size": 32, "weights": "none"},
+    "zoo": {
+        "cnn": {"epochs": 1},
+        "resnet": {"epochs": 1, "args": {"image_size": 32, "weights": "none"}},
+        "seed004": {"epochs": 1},
+        "seed001_m1": {"epochs": 3},
+    },
 }
-RESULTS = ["metrics/cnn.json", "metrics/resnet.json", "metrics/data_quality.json",
-           "plots/cnn/history.csv", "plots/resnet/history.csv",
-           "plots/cnn/predictions.csv", "plots/resnet/predictions.csv"]  # fmt: skip
-ALL_STAGES = {"download", "validate", "balance", "denoise", "split", "resnet_trunk", "train_cnn", "train_resnet",
-              "evaluate@cnn", "evaluate@resnet", "plot@cnn", "plot@resnet"}  # fmt: skip
+MODEL_STAGES = ("init", "train", "evaluate", "plot")
 DATA_STAGES = {"download", "validate", "balance", "denoise", "split"}
+ALL_STAGES = DATA_STAGES | {f"{s}@{m}" for s in MODEL_STAGES for m in ("cnn", "resnet")}
+RESULTS = ["metrics/data_quality.json"] + [
+    f.format(m) for m in ("cnn", "resnet") for f in ("metrics/{}.json", "metrics/{}_by_split.json",
+                                                     "plots/{}/history.csv", "plots/{}/predictions.csv")
+]  # fmt: skip
+
+
+def stages_of(*entries: str, stages: tuple[str, ...] = MODEL_STAGES) -> set[str]:
+    return {f"{s}@{e}" for s in stages for e in entries}
 
 
 def run(cwd: Path, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -95,9 +105,16 @@ def test_repro_writes_metrics_predictions_and_plots(project):
         for key in ("test_accuracy", "macro_precision", "macro_recall", "macro_f1", "top2_accuracy",
                     "balanced_accuracy", "test_loss", "confusion_matrix", "per_class", "weights"):  # fmt: skip
             assert key in metrics, key
-        assert 0 <= metrics["test_accuracy"] <= 1
+        assert (
+            0 <= metrics["test_accuracy"] <= 1 and metrics["test_split"] == "PublicTest+PrivateTest"
+        )
         assert sorted(metrics["per_class"]) == ["angry", "fear", "happy", "sad"]
         assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 320
+        by_split = json.loads((project / f"metrics/{name}_by_split.json").read_text())
+        assert {k: v["test_images"] for k, v in by_split.items()} == {
+            "PublicTest": 160, "PrivateTest": 160, "PublicTest+PrivateTest": 320
+        }  # fmt: skip
+        assert by_split["PublicTest+PrivateTest"]["confusion_matrix"] == metrics["confusion_matrix"]
         training = json.loads((project / f"metrics/{name}_training.json").read_text())
         assert training["images_per_second"] > 0 and training["threads"] == 1
         assert training["channels_last"] is True and training["compiled"] is False
@@ -110,22 +127,21 @@ def test_repro_writes_metrics_predictions_and_plots(project):
         for png in ("confusion.png", "curves.png"):
             assert (project / f"plots/{name}/{png}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((project / "metrics/resnet.json").read_text())["weights"] == "none"
-    assert (
-        json.loads((project / "metrics/resnet_training.json").read_text())["trunk_cached"] is True
-    )
+    assert json.loads((project / "metrics/resnet_training.json").read_text())["features_cached"]
+    assert (project / "data/features/resnet/train.npy").is_file()
     quality = json.loads((project / "metrics/data_quality.json").read_text())
     assert quality["images"] == 2310
     shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
-    assert {"Loss per epoch", "Accuracy per epoch", "Confusion matrix (test)"} <= set(shown)
     assert {
-        f"plots/{m}/{png}.png" for m in ("cnn", "resnet") for png in ("confusion", "curves")
-    } <= set(shown)
+        f"plots/{m}/{f}" for m in ("cnn", "resnet")
+        for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png")
+    } == set(shown)  # fmt: skip
 
 
 def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "loss=focal").stdout
-    assert stages_run(out) == ALL_STAGES - DATA_STAGES - {"resnet_trunk"}
-    for stage in DATA_STAGES | {"resnet_trunk"}:
+    assert stages_run(out) == stages_of("cnn", "resnet", stages=("train", "evaluate", "plot"))
+    for stage in DATA_STAGES | stages_of("cnn", "resnet", stages=("init",)):
         assert f"Stage '{stage}' didn't change, skipping" in out
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
     assert "test_loss" in diff["metrics/cnn.json"] and "test_loss" in diff["metrics/resnet.json"]
@@ -133,9 +149,9 @@ def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     assert "focal" in json.dumps(shown)
 
 
-def test_more_resnet_epochs_leave_the_cnn_cached(clean):
-    out = run(clean, "dvc", "exp", "run", "-S", "resnet.epochs=2").stdout
-    assert stages_run(out) == {"train_resnet", "evaluate@resnet", "plot@resnet"}
+def test_changing_one_entry_reruns_only_that_entrys_stages(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "zoo.resnet.epochs=2").stdout
+    assert stages_run(out) == stages_of("resnet", stages=("train", "evaluate", "plot"))
     history = (clean / "plots/resnet/history.csv").read_text().splitlines()
     assert len(history) == 3
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
@@ -143,11 +159,42 @@ def test_more_resnet_epochs_leave_the_cnn_cached(clean):
 
 
 def test_seed_000_batch_norm_recomputes_the_trunk_every_step(clean):
-    out = run(clean, "dvc", "exp", "run", "-S", "resnet.freeze_bn=false").stdout
-    assert stages_run(out) == {"resnet_trunk", "train_resnet", "evaluate@resnet", "plot@resnet"}
-    assert not (clean / "data/trunk/train.npy").exists()
+    out = run(clean, "dvc", "exp", "run", "-S", "zoo.resnet.args.freeze_bn=false").stdout
+    assert stages_run(out) == stages_of("resnet")
+    assert not (clean / "data/features/resnet/train.npy").exists()
     record = json.loads((clean / "metrics/resnet_training.json").read_text())
-    assert record["trunk_cached"] is False
+    assert record["features_cached"] is False
+
+
+def test_models_selects_the_entries_an_experiment_trains(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "models=[seed004]").stdout
+    assert stages_run(out) == stages_of("seed004")
+    record = json.loads((clean / "metrics/seed004_training.json").read_text())
+    assert record["arch"] == "vgg_cnn" and record["epochs"] == 1
+    assert json.loads((clean / "metrics/seed004.json").read_text())["test_images"] == 320
+    shown = json.loads(run(clean, "dvc", "exp", "show", "--json").stdout)
+    assert "metrics/seed004.json" in json.dumps(shown)
+
+
+def test_seven_classes_select_on_public_test_and_report_private_test(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "task=all", "-S", "split.validation=publictest",
+              "-S", "models=[seed001_m1]", "-S", "train.keep=best").stdout  # fmt: skip
+    assert {"balance", "split"} | stages_of("seed001_m1") <= stages_run(out)
+    metrics = json.loads((clean / "metrics/seed001_m1.json").read_text())
+    assert metrics["test_split"] == "PrivateTest" and metrics["test_images"] == 280
+    assert len(metrics["per_class"]) == 7 and len(metrics["confusion_matrix"]) == 7
+    by_split = json.loads((clean / "metrics/seed001_m1_by_split.json").read_text())
+    assert {k: v["test_images"] for k, v in by_split.items()} == {
+        "PublicTest": 280, "PrivateTest": 280, "PublicTest+PrivateTest": 560
+    }  # fmt: skip
+    assert by_split["PrivateTest"]["test_accuracy"] == metrics["test_accuracy"]
+    predictions = (clean / "plots/seed001_m1/predictions.csv").read_text().splitlines()
+    assert len(predictions) == 281
+    assert all(line.startswith("PrivateTest_") for line in predictions[1:])
+    record = json.loads((clean / "metrics/seed001_m1_training.json").read_text())
+    assert record["train_images"] == 7 * 24  # the whole capped training pool: nothing held out
+    history = pd.read_csv(clean / "plots/seed001_m1/history.csv")
+    assert record["kept_epoch"] == history["val_accuracy"].idxmax() + 1  # selected on PublicTest
 
 
 def test_forced_repro_reproduces_every_result_byte_for_byte(clean):

@@ -22,10 +22,10 @@ def _fit(
     """The CNN trained on toy data for 2 epochs with `speed`. fused=False is the optimizer used
     before the speed settings, dropout_first the layer order used before them."""
     torch.manual_seed(0)
-    model, _ = models.build("cnn", 2)
+    model = models.build("study_cnn", 2)
     if dropout_first:
-        *convs, flatten, dropout = model.features
-        model.features = torch.nn.Sequential(*convs, dropout, flatten)
+        *convs, flatten, dropout = model.body
+        model.body = torch.nn.Sequential(*convs, dropout, flatten)
     optimizer = (
         adam(model.parameters(), 1e-4, 1e-4)
         if fused
@@ -33,8 +33,9 @@ def _fit(
     )
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     trainee = speed.model(model)
+    schedule = training.Schedule(epochs=2, batch_size=16, seed=0)
     history, _, _ = training.fit(
-        trainee, loss_fn, optimizer, _toy(), _toy(32, seed=1), 2, 16, 0, CPU
+        trainee, loss_fn, optimizer, _toy(), _toy(32, seed=1), schedule, CPU
     )
     return history
 
@@ -73,14 +74,14 @@ def test_fused_adam_takes_the_same_steps_as_plain_adam():
 
 def test_channels_last_lays_out_conv_weights_nhwc_and_gives_the_same_outputs():
     torch.manual_seed(0)
-    nchw, _ = models.build("resnet", 4, "none", image_size=64)
+    nchw = models.build("resnet18", 4, weights="none", image_size=64)
     x = nchw.eval().preprocess(torch.randint(0, 256, (3, 48, 48), dtype=torch.uint8))
     expected = nchw(x)
     nhwc = Speed(channels_last=True).layout(nchw)
     assert nhwc.net.layer1[0].conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(nhwc(x), expected, atol=1e-5)
-    plain = Speed(channels_last=False).layout(models.build("cnn", 2)[0])
-    assert plain.features[0].weight.is_contiguous()
+    plain = Speed(channels_last=False).layout(models.build("study_cnn", 2))
+    assert plain.body[0].weight.is_contiguous()
 
 
 def test_channels_last_training_matches_the_run_before_it(before):
@@ -103,7 +104,7 @@ import resource, sys, torch
 from ferpipe import models
 from ferpipe.speed import Speed, adam
 print(Speed(reuse_memory=sys.argv[1] == "on").configure_allocator())
-model = models.build("cnn", 4)[0]
+model = models.build("study_cnn", 4)
 optimizer = adam(model.parameters(), 1e-3, 0)
 x = model.preprocess(torch.zeros(64, 48, 48, dtype=torch.uint8))  # 75 MB activations a batch
 faults = []

@@ -14,7 +14,7 @@ def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _fit(epochs: int, keep: str = "last", seed: int = 0):
     torch.manual_seed(seed)
-    model, _ = models.build("cnn", 2)
+    model = models.build("study_cnn", 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     history, kept, seconds = training.fit(
@@ -23,11 +23,8 @@ def _fit(epochs: int, keep: str = "last", seed: int = 0):
         optimizer,
         _toy(),
         _toy(32, seed=1),
-        epochs,
-        16,
-        seed,
+        training.Schedule(epochs, batch_size=16, seed=seed, keep=keep),
         torch.device("cpu"),
-        keep,
     )
     return model, history, kept, seconds
 

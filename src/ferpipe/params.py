@@ -86,34 +86,44 @@ def _text(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
 
+def _entry_names(v: Any) -> str | None:
+    ok = isinstance(v, list) and v and all(isinstance(n, str) for n in v) and len(set(v)) == len(v)
+    return None if ok else "must be a non-empty list of distinct zoo entry names"
+
+
+# Every key outside `zoo`; the zoo's entries are checked by ENTRY (and their args by the registry,
+# in the stages that build models).
 SCHEMA: dict[str, Check] = {
     "seed": _int(0),
     "task": _one_of(*TASK_CLASSES),
     "loss": _one_of("ce", "focal"),
+    "models": _entry_names,
     "data.source": _text,
     "data.sha256": _sha256,
-    "balance.max_per_class": _int(1),
+    "balance.max_per_class": _int(0),
     "balance.drop_duplicates": _boolean,
     "denoise.kernel_size": _odd_kernel,
+    "split.validation": _one_of("holdout", "publictest"),
     "split.val_fraction": _fraction,
     "train.batch_size": _int(1),
     "train.focal_gamma": _number(0, strict=False),
     "train.class_weights.binary": _weights_for("binary"),
     "train.class_weights.multiclass": _weights_for("multiclass"),
+    "train.class_weights.all": _weights_for("all"),
     "train.keep": _one_of("last", "best"),
     "train.threads": _int(0),
     "train.channels_last": _boolean,
     "train.compile": _boolean,
     "train.reuse_memory": _boolean,
-    "cnn.epochs": _int(1),
-    "cnn.lr": _number(0, strict=True),
-    "cnn.weight_decay": _number(0, strict=False),
-    "resnet.epochs": _int(1),
-    "resnet.lr": _number(0, strict=True),
-    "resnet.weight_decay": _number(0, strict=False),
-    "resnet.weights": _text,
-    "resnet.image_size": _int(32),
-    "resnet.freeze_bn": _boolean,
+}
+
+
+# The keys of one zoo entry, besides `args` (the architecture's arguments, a mapping).
+ENTRY: dict[str, Check] = {
+    "arch": _text,
+    "epochs": _int(1),
+    "lr": _number(0, strict=True),
+    "weight_decay": _number(0, strict=False),
 }
 
 
@@ -131,16 +141,48 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def validate(tree: Mapping[str, Any], source: str = "params.yaml") -> None:
     """Raise FerError naming the first unknown, missing or invalid key."""
-    flat = flatten(tree)
-    for key in flat:
-        if key not in SCHEMA:
-            raise FerError(f"{source}: unknown key '{key}'; known keys: {', '.join(SCHEMA)}")
-    for key, check in SCHEMA.items():
-        if key not in flat:
-            raise FerError(f"{source}: missing key '{key}'; add it (see README, Parameters)")
-        problem = check(flat[key])
+    zoo = tree.get("zoo")
+    if not isinstance(zoo, Mapping) or not zoo:
+        raise FerError(f"{source}: zoo must map entry names to model entries (see README, Zoo)")
+    for name, entry in zoo.items():
+        if not isinstance(entry, Mapping):
+            raise FerError(
+                f"{source}: zoo.{name} must be a mapping with keys args, {', '.join(ENTRY)}"
+            )
+        _check(entry, ENTRY, source, f"zoo.{name}.", also=("args",))
+        if not isinstance(entry.get("args", {}), Mapping):
+            raise FerError(
+                f"{source}: zoo.{name}.args must be a mapping of the architecture's arguments"
+            )
+    _check(flatten({k: v for k, v in tree.items() if k != "zoo"}), SCHEMA, source)
+    unknown = [name for name in tree["models"] if name not in zoo]
+    if unknown:
+        raise FerError(
+            f"{source}: models lists {', '.join(unknown)}, not entries of zoo; "
+            f"use some of: {', '.join(zoo)}"
+        )
+
+
+def _check(
+    values: Mapping[str, Any],
+    schema: Mapping[str, Check],
+    source: str,
+    prefix: str = "",
+    also: tuple[str, ...] = (),
+) -> None:
+    """Refuse keys of `values` that neither `schema` nor `also` has, missing keys, bad values."""
+    for key in values:
+        if key not in schema and key not in also:
+            known = ", ".join(f"{prefix}{k}" for k in (*also, *schema))
+            raise FerError(f"{source}: unknown key '{prefix}{key}'; known keys: {known}")
+    for key, check in schema.items():
+        if key not in values:
+            raise FerError(
+                f"{source}: missing key '{prefix}{key}'; add it (see README, Parameters)"
+            )
+        problem = check(values[key])
         if problem:
-            raise FerError(f"{source}: {key}={flat[key]!r} {problem}")
+            raise FerError(f"{source}: {prefix}{key}={values[key]!r} {problem}")
 
 
 def read(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -162,17 +204,17 @@ class StageParams:
 
     def __init__(self, stage: str, declared: Mapping[str, Any]):
         self.stage = stage
-        self._flat = flatten(declared)
+        self._tree = declared
 
     def __getitem__(self, key: str) -> Any:
-        if key in self._flat:
-            return self._flat[key]
-        below = {k[len(key) + 1 :]: v for k, v in self._flat.items() if k.startswith(key + ".")}
-        if below:
-            return below
-        raise FerError(
-            f"stage '{self.stage}' reads '{key}' but dvc.yaml does not list it under params"
-        )
+        node: Any = self._tree
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                raise FerError(
+                    f"stage '{self.stage}' reads '{key}' but dvc.yaml does not list it under params"
+                )
+            node = node[part]
+        return node
 
 
 def for_stage(stage: str) -> StageParams:

@@ -1,4 +1,6 @@
-"""Where each stage reads and writes, relative to the project root (mirrors dvc.yaml)."""
+"""Where each stage reads and writes, relative to the project root (mirrors dvc.yaml).
+
+Per-model files are named after the zoo entry (`cnn`, `resnet`, `seed004`, ...)."""
 
 from pathlib import Path
 
@@ -9,6 +11,7 @@ MANIFEST = NORMALISED_DIR / "manifest.json"
 BALANCED = DATA / "balanced.npz"
 DENOISED = DATA / "denoised.npz"
 SPLIT_DIR = DATA / "split"
+FEATURES = DATA / "features"
 METRICS = Path("metrics")
 QUALITY = METRICS / "data_quality.json"
 MODELS = Path("models")
@@ -20,40 +23,51 @@ def split_file(part: str) -> Path:
     return SPLIT_DIR / f"{part}.npz"
 
 
-def model_file(model: str) -> Path:
-    return MODELS / f"{model}.pt"
+def init_file(entry: str) -> Path:
+    """The entry's initial model, its pretrained weights resolved once (init stage)."""
+    return MODELS / "init" / f"{entry}.pt"
 
 
-def training_record(model: str) -> Path:
+def features_dir(entry: str) -> Path:
+    """Cached frozen features of the entry's train and val images (init stage)."""
+    return FEATURES / entry
+
+
+def features_file(entry: str, part: str) -> Path:
+    """Frozen features of the train or val split, float32 .npy."""
+    return features_dir(entry) / f"{part}.npy"
+
+
+def model_file(entry: str) -> Path:
+    return MODELS / f"{entry}.pt"
+
+
+def training_record(entry: str) -> Path:
     """Wall time, images/s, weights and environment of a training run (varies run to run)."""
-    return METRICS / f"{model}_training.json"
+    return METRICS / f"{entry}_training.json"
 
 
-def metrics_file(model: str) -> Path:
-    """Test metrics (identical across reruns with the same params)."""
-    return METRICS / f"{model}.json"
+def metrics_file(entry: str) -> Path:
+    """Test metrics on the protocol's test split (identical across reruns with the same params)."""
+    return METRICS / f"{entry}.json"
 
 
-def history_file(model: str) -> Path:
-    return PLOTS / model / "history.csv"
+def split_metrics_file(entry: str) -> Path:
+    """Test metrics on PublicTest, PrivateTest and both together."""
+    return METRICS / f"{entry}_by_split.json"
 
 
-def predictions_file(model: str) -> Path:
-    return PLOTS / model / "predictions.csv"
+def history_file(entry: str) -> Path:
+    return PLOTS / entry / "history.csv"
 
 
-def confusion_png(model: str) -> Path:
-    return PLOTS / model / "confusion.png"
+def predictions_file(entry: str) -> Path:
+    return PLOTS / entry / "predictions.csv"
 
 
-def curves_png(model: str) -> Path:
-    return PLOTS / model / "curves.png"
+def confusion_png(entry: str) -> Path:
+    return PLOTS / entry / "confusion.png"
 
 
-TRUNK_DIR = DATA / "trunk"
-RESNET_INIT = MODELS / "resnet_init.pt"
-
-
-def trunk_file(part: str) -> Path:
-    """Frozen-trunk (conv1..layer3) features of the train or val split, float32 .npy."""
-    return TRUNK_DIR / f"{part}.npy"
+def curves_png(entry: str) -> Path:
+    return PLOTS / entry / "curves.png"

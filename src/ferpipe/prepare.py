@@ -7,7 +7,7 @@ from sklearn.model_selection import train_test_split
 
 from ferpipe.dataset import Images, duplicate_groups
 from ferpipe.errors import FerError
-from ferpipe.labels import EMOTIONS, TASK_CLASSES, TRAIN_SPLIT
+from ferpipe.labels import EMOTIONS, SPLITS, TASK_CLASSES, TRAIN_SPLIT
 
 
 def drop_duplicates(images: Images) -> Images:
@@ -22,7 +22,7 @@ def drop_duplicates(images: Images) -> Images:
 
 def balance(images: Images, task: str, max_per_class: int, seed: int) -> Images:
     """Keep the task's classes (relabelled 0..C-1 in task order); cap each class's training
-    images at `max_per_class` by a seeded random draw. Test images are all kept."""
+    images at `max_per_class` (0: no cap) by a seeded random draw. Test images are all kept."""
     rng = np.random.default_rng(seed)
     keep, labels = [], []
     for label, emotion in enumerate(TASK_CLASSES[task]):
@@ -35,7 +35,7 @@ def balance(images: Images, task: str, max_per_class: int, seed: int) -> Images:
                     f"the data has no {part} images of '{emotion}', which task={task} needs "
                     f"({', '.join(TASK_CLASSES[task])}); use a source with every class"
                 )
-        if len(train) > max_per_class:
+        if max_per_class and len(train) > max_per_class:
             train = np.sort(rng.choice(train, max_per_class, replace=False))
         keep += [train, test]
         labels += [np.full(len(train) + len(test), label)]
@@ -90,9 +90,26 @@ def _sorting_network(n: int) -> list[tuple[int, int]]:
     return pairs
 
 
-def split(images: Images, val_fraction: float, seed: int) -> dict[str, Images]:
-    """Stratified train/validation split of the training pool; test = the archive's test images."""
+def split(
+    images: Images, val_fraction: float, seed: int, validation: str = "holdout"
+) -> dict[str, Images]:
+    """train, val and test. test is always the archive's test images (PublicTest and
+    PrivateTest); val is a stratified `val_fraction` of the training pool ("holdout", seed 000)
+    or PublicTest ("publictest", the 7-class benchmark: train on the whole pool, select on
+    PublicTest, report PrivateTest)."""
     pool = np.flatnonzero(images.splits == TRAIN_SPLIT)
+    test = np.flatnonzero(images.splits != TRAIN_SPLIT)
+    if validation == "publictest":
+        val = np.flatnonzero(images.splits == SPLITS.index("PublicTest"))
+        if len(val) == 0:
+            raise FerError(
+                "split.validation=publictest: the data has no PublicTest images; use holdout"
+            )
+        return {
+            "train": images.subset(pool),
+            "val": images.subset(val),
+            "test": images.subset(test),
+        }
     try:
         train, val = train_test_split(
             pool, test_size=val_fraction, stratify=images.labels[pool], random_state=seed
@@ -101,7 +118,6 @@ def split(images: Images, val_fraction: float, seed: int) -> dict[str, Images]:
         raise FerError(
             f"cannot split {len(pool)} training images with split.val_fraction={val_fraction}: {exc}"
         ) from None
-    test = np.flatnonzero(images.splits != TRAIN_SPLIT)
     return {
         "train": images.subset(np.sort(train)),
         "val": images.subset(np.sort(val)),

@@ -23,6 +23,18 @@ class EpochRecord:
     val_accuracy: float
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How `fit` trains: epochs, batch size, the shuffling seed, and the weights kept (last
+    epoch's, or the best validation epoch's); `name` labels the progress output."""
+
+    epochs: int
+    batch_size: int
+    seed: int
+    keep: str = "last"
+    name: str = "model"
+
+
 def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
     """Index tensors of consecutive batches over `order` (or 0..n-1)."""
     order = torch.arange(n) if order is None else order
@@ -88,17 +100,14 @@ def fit(
     optimizer: torch.optim.Optimizer,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
-    epochs: int,
-    batch_size: int,
-    seed: int,
+    schedule: Schedule,
     device: torch.device,
-    keep: str = "last",
-    name: str = "model",
 ) -> tuple[list[EpochRecord], int, float]:
-    """Train for `epochs`; leave in `model` the last epoch's weights, or the best validation
-    epoch's when keep == "best". Returns the history, the 1-based epoch kept and the seconds
-    spent in training steps (validation excluded)."""
-    generator = torch.Generator().manual_seed(seed)
+    """Train as `schedule` says; leave in `model` the last epoch's weights, or the best
+    validation epoch's when keep == "best". Returns the history, the 1-based epoch kept and the
+    seconds spent in training steps (validation excluded)."""
+    epochs, name = schedule.epochs, schedule.name
+    generator = torch.Generator().manual_seed(schedule.seed)
     loss_fn = loss_fn.to(device)
     history: list[EpochRecord] = []
     best_state, best_epoch, best_acc = None, epochs, -1.0
@@ -110,14 +119,14 @@ def fit(
             loss_fn,
             optimizer,
             *train,
-            batch_size,
+            schedule.batch_size,
             generator,
             device,
             f"{name} {epoch}/{epochs}",
         )
         seconds = time.perf_counter() - start
         train_seconds += seconds
-        logits = predict(model, val[0], batch_size, device)
+        logits = predict(model, val[0], schedule.batch_size, device)
         val_loss = loss_fn(logits.to(device), val[1].to(device)).item()
         val_acc = (logits.argmax(1) == val[1]).float().mean().item()
         history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc))
@@ -125,7 +134,7 @@ def fit(
             f"{name} epoch {epoch}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2%}, "
             f"val loss {val_loss:.4f} acc {val_acc:.2%}, {len(train[0]) / seconds:.1f} images/s"
         )
-        if keep == "best" and val_acc > best_acc:
+        if schedule.keep == "best" and val_acc > best_acc:
             best_state, best_epoch, best_acc = copy.deepcopy(model.state_dict()), epoch, val_acc
     if best_state is not None:
         model.load_state_dict(best_state)
