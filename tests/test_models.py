@@ -270,3 +270,30 @@ def test_seed_004_resnet_head_is_features_256_classes():
         (m.in_features, m.out_features) for m in model.net.fc if isinstance(m, torch.nn.Linear)
     ]
     assert layers == [(512, 256), (256, 7)]
+
+
+def test_unreadable_and_unsafe_weight_files_are_refused_with_one_clear_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("these are not weights\n")
+    with pytest.raises(FerError, match=r"notes.txt: not a PyTorch file \(\w+\); use a resnet18"):
+        models.build("resnet18", 2, weights=str(tmp_path / "notes.txt"))
+    torch.save({"conv1.weight": torch.zeros(1), "extra": Path("x")}, tmp_path / "unsafe.pth")
+    with pytest.raises(FerError) as refused:
+        models.build("resnet18", 2, weights=str(tmp_path / "unsafe.pth"))
+    message = str(refused.value)
+    assert "refused: not only tensors (it holds pathlib" in message
+    assert "weights_only" not in message and "\n" not in message
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    model = tiny("study_cnn")
+    with torch.no_grad():
+        model.classifier[0].weight[0, 0] = float("nan")
+    models.save(model, ("a", "b"), tmp_path / "diverged.pt")
+    with pytest.raises(
+        FerError,
+        match="1 weight tensors hold NaN or infinite values .first: classifier.0.weight.; the training that wrote it diverged",
+    ):
+        models.load(tmp_path / "diverged.pt")
+    torch.save({"state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(FerError, match="not a checkpoint written by the pipeline"):
+        models.load(tmp_path / "other.pt")

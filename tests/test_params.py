@@ -130,3 +130,49 @@ def test_for_stage_returns_the_dvc_yaml_declaration(monkeypatch):
     assert params.for_stage("init@resnet")["zoo.resnet"] == {
         k: DEFAULTS["zoo"]["resnet"][k] for k in ("arch", "args")
     }
+
+
+def test_params_are_read_the_way_dvc_reads_them(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("lr: 0.001", "lr: 1e-3", 1)
+    assert "lr: 1e-3" in text  # PyYAML (YAML 1.1) reads this as the string '1e-3'
+    (tmp_path / "params.yaml").write_text(text)
+    tree = params.read(tmp_path / "params.yaml")
+    assert tree["zoo"]["cnn"]["lr"] == 0.001
+    (tmp_path / "params.yaml").write_text(text + "seed: 1\n")
+    with pytest.raises(FerError, match="not valid YAML"):  # a duplicate key, as DVC refuses it
+        params.read(tmp_path / "params.yaml")
+
+
+def _numeric_keys(tree, prefix=""):
+    """Every key whose value is a number, or a list of numbers (as key, index)."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            yield from _numeric_keys(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", None
+        elif isinstance(value, list) and value and isinstance(value[0], (int, float)):
+            yield f"{prefix}{key}", 0
+
+
+NUMERIC = [(k, i) for k, i in _numeric_keys(DEFAULTS) if ".args." not in k]
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(("key", "index"), NUMERIC, ids=[k for k, _ in NUMERIC])
+def test_non_finite_numbers_are_refused_for_every_numeric_key(key, index, bad):
+    tree = copy.deepcopy(DEFAULTS)
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    if index is None:
+        node[leaf] = bad
+    else:
+        node[leaf][index] = bad
+    with pytest.raises(FerError, match=re.escape(key)):
+        params.validate(tree)
+
+
+def test_non_finite_architecture_arguments_are_refused():
+    with pytest.raises(FerError, match=r"args.dropout=inf must be a finite number"):
+        models.check_args("vgg_cnn", {"dropout": float("inf")})

@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -212,3 +213,40 @@ def test_bad_parameter_stops_with_one_clear_line(clean):
     ]
     assert errors == ["error: params.yaml: loss='hinge' must be one of: ce, focal"]
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def one_error(done: subprocess.CompletedProcess) -> str:
+    """The single `error:` line of a failed run (and no traceback)."""
+    output = done.stdout + done.stderr
+    errors = [line for line in output.splitlines() if line.startswith("error: ")]
+    assert done.returncode != 0 and len(errors) == 1 and "Traceback" not in output, output
+    return errors[0]
+
+
+def test_diverged_training_stops_and_keeps_the_previous_results(clean):
+    before = (clean / "metrics/cnn.json").read_bytes()
+    done = run(clean, "dvc", "exp", "run", "-S", "zoo.cnn.lr=1e30", check=False)
+    assert re.fullmatch(
+        r"error: training cnn diverged: loss (nan|inf) at step \d+ of epoch 1; nothing was "
+        r"written - lower its learning rate \(zoo.cnn.lr, now 1e\+30; try 1e\+29\)",
+        one_error(done),
+    )
+    assert not (clean / "models/cnn.pt").exists()
+    assert (clean / "metrics/cnn.json").read_bytes() == before
+
+
+def test_a_class_the_task_needs_is_refused_naming_the_source(clean, tmp_path):
+    lacking = tmp_path / "no_disgust.zip"
+    with (
+        zipfile.ZipFile(clean / "data/sample/fer2013_sample.zip") as src,
+        zipfile.ZipFile(lacking, "w") as dst,
+    ):
+        for info in src.infolist():
+            if "/disgust/" not in info.filename or info.filename.startswith("test/"):
+                dst.writestr(info, src.read(info))
+    done = run(
+        clean, "dvc", "exp", "run", "-S", f"data.source={lacking}", "-S", "task=all", check=False
+    )
+    assert one_error(done).startswith(
+        f"error: {lacking}: the data has no training images of 'disgust', which task=all needs"
+    )

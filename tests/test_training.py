@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from ferpipe import losses, models, training
+from ferpipe.errors import FerError
 
 
 def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,3 +63,30 @@ def test_keep_best_restores_the_best_validation_epoch(monkeypatch):
     assert [r.val_accuracy for r in history] == [0.25, 0.75, 0.5]
     assert kept == 2
     assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+
+
+def test_training_that_diverges_stops_at_once_naming_model_epoch_step_and_learning_rate():
+    torch.manual_seed(0)
+    model = models.build("study_cnn", 2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+
+    class Diverging(torch.nn.CrossEntropyLoss):  # the third step's loss is NaN
+        calls = 0
+
+        def forward(self, logits, target):
+            self.calls += 1
+            loss = super().forward(logits, target)
+            return loss * float("nan") if self.calls == 3 else loss
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
+    with pytest.raises(FerError) as refused:
+        training.fit(
+            model, Diverging(), optimizer, _toy(), _toy(32, seed=1),
+            training.Schedule(2, batch_size=16, seed=0, name="cnn"), torch.device("cpu"),
+        )  # fmt: skip
+    assert str(refused.value) == (
+        "training cnn diverged: loss nan at step 3 of epoch 1; nothing was written - lower its "
+        "learning rate (zoo.cnn.lr, now 0.5; try 0.05)"
+    )
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all(v.isfinite().all() for v in model.state_dict().values())

@@ -95,9 +95,15 @@ def write_json(obj: object, path: Path) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+# Files atomic_path has put in place in this process: a stage that fails or is interrupted
+# removes them (discard_written), so it leaves no half-made set of outputs.
+_written: list[Path] = []
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; move it into place only if the block succeeds."""
+    """Yield a temporary path beside `path`; move it into place only if the block succeeds,
+    with the permissions the umask gives (mkstemp's temporary files are 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -105,6 +111,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+        _written.append(path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def discard_written() -> list[Path]:
+    """Remove every file this process wrote through atomic_path; returns them."""
+    removed = [p for p in _written if p.exists()]
+    for path in removed:
+        path.unlink()
+    _written.clear()
+    return removed

@@ -12,15 +12,30 @@ class FerError(Exception):
     """A problem with the user's data or parameters; its message names the problem and the fix."""
 
 
+INTERRUPTED = 130  # the shell's exit code for a command ended by Ctrl-C (128 + SIGINT)
+
+
 def exits_cleanly(main: F) -> F:
-    """Run a stage entry point; turn a FerError into `error: <message>` on stderr and exit 2."""
+    """Run a stage entry point; turn a FerError into `error: <message>` on stderr and exit 2,
+    Ctrl-C into one line and exit 130. A stage that fails in any way first removes the files
+    it wrote, so it never leaves part of its outputs behind."""
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
+        from ferpipe.dataset import discard_written  # dataset imports this module
+
         try:
             return main(*args, **kwargs)
         except FerError as exc:
+            discard_written()
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt:
+            discard_written()
+            print("error: interrupted; this stage wrote no output", file=sys.stderr)
+            raise SystemExit(INTERRUPTED) from None
+        except BaseException:
+            discard_written()
+            raise
 
     return wrapper  # type: ignore[return-value]

@@ -1,17 +1,21 @@
 """params.yaml: validated as a whole before any heavy work, read per stage as DVC declares it.
 
-Each stage sees only the parameters listed under its `params:` in dvc.yaml, so a stage that
-reads an undeclared key fails loudly instead of silently escaping DVC's change tracking.
+The file is read once, with the YAML 1.2 parser DVC itself uses (ruamel.yaml, safe), so the
+project and DVC agree on every value (`1e-3` is a number to both; PyYAML's YAML 1.1 reads it
+as a string). Each stage sees only the parameters listed under its `params:` in dvc.yaml, so a
+stage that reads an undeclared key fails loudly instead of silently escaping DVC's change
+tracking.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ruamel.yaml import YAML, YAMLError
 
 from ferpipe.errors import FerError
 from ferpipe.labels import TASK_CLASSES
@@ -40,17 +44,21 @@ def _int(minimum: int) -> Check:
     return check
 
 
+def finite(v: Any) -> bool:
+    """A real number (not a bool), neither infinite nor NaN: `.inf` would train NaN weights."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _number(minimum: float, strict: bool) -> Check:
     def check(v: Any) -> str | None:
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool)
-        ok = ok and (v > minimum if strict else v >= minimum)
-        return None if ok else f"must be a number {'>' if strict else '>='} {minimum:g}"
+        ok = finite(v) and (v > minimum if strict else v >= minimum)
+        return None if ok else f"must be a finite number {'>' if strict else '>='} {minimum:g}"
 
     return check
 
 
 def _fraction(v: Any) -> str | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 1
+    ok = finite(v) and 0 < v < 1
     return None if ok else "must be a number strictly between 0 and 1"
 
 
@@ -64,11 +72,13 @@ def _weights_for(task: str) -> Check:
 
     def check(v: Any) -> str | None:
         ok = isinstance(v, list) and len(v) == n
-        ok = ok and all(
-            isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in v
-        )
+        ok = ok and all(finite(w) and w > 0 for w in v)
         classes = ", ".join(TASK_CLASSES[task])
-        return None if ok else f"must be a list of {n} positive numbers, one per class ({classes})"
+        return (
+            None
+            if ok
+            else f"must be a list of {n} finite positive numbers, one per class ({classes})"
+        )
 
     return check
 
@@ -188,11 +198,12 @@ def _check(
 def read(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """The whole params file, validated."""
     try:
-        tree = yaml.safe_load(Path(path).read_text())
+        tree = YAML(typ="safe").load(Path(path).read_text())
     except FileNotFoundError:
         raise FerError(f"{path}: not found; run from the project folder") from None
-    except yaml.YAMLError as exc:
-        raise FerError(f"{path}: not valid YAML ({exc}); fix its syntax") from None
+    except YAMLError as exc:
+        problem = " ".join(str(exc).split())[:200]
+        raise FerError(f"{path}: not valid YAML ({problem}); fix its syntax") from None
     if not isinstance(tree, dict):
         raise FerError(f"{path}: expected a mapping of parameters")
     validate(tree, str(path))
@@ -218,8 +229,18 @@ class StageParams:
 
 
 def for_stage(stage: str) -> StageParams:
-    """Validate all of params.yaml, then return what dvc.yaml declares for `stage`."""
-    read()
+    """Validate all of params.yaml, then return the part of it dvc.yaml declares for `stage`
+    (DVC says which keys; the values are this one reading's)."""
+    tree = read()
     import dvc.api  # deferred: importing DVC takes a second
 
-    return StageParams(stage, dvc.api.params_show(stages=stage, deps=False))
+    return StageParams(stage, _restrict(tree, dvc.api.params_show(stages=stage, deps=False)))
+
+
+def _restrict(tree: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of `tree` that `shape` has, recursively (a non-empty mapping in `shape` selects
+    part of the mapping below it; anything else takes the whole value)."""
+    return {
+        key: _restrict(tree[key], sub) if isinstance(sub, Mapping) and sub else tree[key]
+        for key, sub in shape.items()
+    }

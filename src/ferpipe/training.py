@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -10,6 +11,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from tqdm import tqdm
+
+from ferpipe.errors import FerError
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class Schedule:
     seed: int
     keep: str = "last"
     name: str = "model"
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite at `step` (1-based) of an epoch."""
+
+    def __init__(self, step: int, loss: float):
+        super().__init__(f"loss {loss} at step {step}")
+        self.step, self.loss = step, loss
 
 
 def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
@@ -80,17 +91,20 @@ def train_one_epoch(
     total_loss, correct = 0.0, 0
     order = torch.randperm(len(pixels), generator=generator)
     with tqdm(total=len(pixels), desc=desc, unit="img", mininterval=1.0, leave=False) as bar:
-        for idx in batches(len(pixels), batch_size, order):
+        for step, idx in enumerate(batches(len(pixels), batch_size, order), 1):
             x, y = model.preprocess(pixels[idx].to(device)), labels[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(logits, y)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise Diverged(step, value)  # before the step: one NaN update ruins every weight
             loss.backward()
             optimizer.step()
-            total_loss += loss.item() * len(idx)
+            total_loss += value * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
             bar.update(len(idx))
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
     return total_loss / len(pixels), correct / len(pixels)
 
 
@@ -114,16 +128,23 @@ def fit(
     train_seconds = 0.0
     for epoch in range(1, epochs + 1):
         start = time.perf_counter()
-        train_loss, train_acc = train_one_epoch(
-            model,
-            loss_fn,
-            optimizer,
-            *train,
-            schedule.batch_size,
-            generator,
-            device,
-            f"{name} {epoch}/{epochs}",
-        )
+        try:
+            train_loss, train_acc = train_one_epoch(
+                model,
+                loss_fn,
+                optimizer,
+                *train,
+                schedule.batch_size,
+                generator,
+                device,
+                f"{name} {epoch}/{epochs}",
+            )
+        except Diverged as exc:
+            lr = optimizer.param_groups[0]["lr"]
+            raise FerError(
+                f"training {name} diverged: {exc} of epoch {epoch}; nothing was written - lower "
+                f"its learning rate (zoo.{name}.lr, now {lr:g}; try {lr / 10:g})"
+            ) from None
         seconds = time.perf_counter() - start
         train_seconds += seconds
         logits = predict(model, val[0], schedule.batch_size, device)

@@ -8,6 +8,9 @@ name and arguments, so a checkpoint rebuilds it on its own (`save` / `load`).
 from __future__ import annotations
 
 import inspect
+import math
+import pickle
+import re
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -170,7 +173,7 @@ def _type_problem(value: Any, hint: Any) -> str | None:
         return None if isinstance(value, bool) else "must be true or false"
     if hint is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok else "must be a number"
+        return None if ok and math.isfinite(value) else "must be a finite number"
     ok = isinstance(value, hint) and not isinstance(value, bool)
     return None if ok else f"must be of type {hint.__name__}"
 
@@ -199,13 +202,45 @@ def save(model: FerModel, classes: tuple[str, ...], path: Path) -> None:
         torch.save(checkpoint, tmp)
 
 
-def load(path: Path) -> tuple[FerModel, dict[str, Any]]:
-    """Rebuild a model saved by `save` (read with weights_only=True). Pretrained-weight arguments
-    are replaced by "none": the checkpoint's state holds the weights."""
+def read_torch_file(path: Path, what: str) -> Any:
+    """`torch.load(path, weights_only=True)`, with one clear line for each way it fails: a file
+    holding Python objects besides tensors is refused, since unpickling them could run code."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FerError(f"{path}: not found; run the stage that writes it (dvc repro)") from None
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        holds = f" (it holds {found[1]})" if found else ""
+        raise FerError(
+            f"{path}: refused: not only tensors{holds}, and loading other Python objects could "
+            f"run code; use {what} saved with torch.save"
+        ) from None
+    except Exception as exc:  # torch raises many types for a file that is not its own
+        raise FerError(
+            f"{path}: not a PyTorch file ({type(exc).__name__}); use {what} saved with torch.save"
+        ) from None
+
+
+def load(path: Path) -> tuple[FerModel, dict[str, Any]]:
+    """Rebuild a model saved by `save` (read with weights_only=True). Pretrained-weight arguments
+    are replaced by "none": the checkpoint's state holds the weights. A checkpoint with NaN or
+    infinite weights (from a run that diverged) is refused."""
+    checkpoint = read_torch_file(path, "a checkpoint written by the pipeline")
+    if not isinstance(checkpoint, dict) or not {"arch", "args", "classes", "state_dict"} <= set(
+        checkpoint
+    ):
+        raise FerError(f"{path}: not a checkpoint written by the pipeline (models.save)")
+    bad = [
+        k
+        for k, t in checkpoint["state_dict"].items()
+        if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise FerError(
+            f"{path}: {len(bad)} weight tensors hold NaN or infinite values (first: {bad[0]}); "
+            "the training that wrote it diverged - retrain it with a lower learning rate"
+        )
     args = dict(checkpoint["args"])
     if "weights" in args:
         args["weights"] = "none"

@@ -11,7 +11,7 @@ from torch import nn
 from torchvision.models import get_model, get_model_weights
 
 from ferpipe.errors import FerError
-from ferpipe.models.base import FerModel, register
+from ferpipe.models.base import FerModel, read_torch_file, register
 from ferpipe.models.inputs import imagenet_buffers, imagenet_rgb
 
 BACKBONE = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
@@ -125,11 +125,11 @@ def _from_file(name: str, path: Path) -> tuple[nn.Module, str]:
             f"{name} weights={str(path)!r}: no such file; use auto, imagenet, none or a .pth path"
         )
     data = path.read_bytes()
+    state = read_torch_file(path, f"a {name} state dict")
+    net = get_model(name, weights=None)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net = get_model(name, weights=None)
         net.load_state_dict(state)
-    except Exception as exc:  # torch raises many types for a bad file
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (RuntimeError, TypeError, AttributeError) as exc:  # wrong keys or shapes, not a dict
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise FerError(f"{path}: not a {name} state dict ({first})") from None
     return net, f"file {path.name} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
