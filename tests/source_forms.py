@@ -1,14 +1,18 @@
 """Write one tiny FER2013 dataset in the forms users download it in (for test_sources.py).
 
 Kaggle forms hold lossless PNGs named `<Usage>_<n>.png`, the id the CSV reader gives row `n`
-of that Usage, so every form decodes to the same images, ids and bytes.
+of that Usage, so every form decodes to the same images, ids and bytes. Bombs (for
+test_bombs.py) are small files that decompress to GiBs, written without ever holding them.
 """
 
 from __future__ import annotations
 
+import gzip
 import io
+import struct
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,3 +114,57 @@ def write_tar_gz(
             info.linkname = "/etc/passwd"
             archive.addfile(info)
     return path
+
+
+# --- bombs: a little compressed data that expands past the reader's limits ------------------
+
+MiB = 1 << 20
+GZIP_PIECE = 64 * MiB  # zero bytes per gzip member of a bomb
+
+
+def write_zip_bomb(path: Path, name: str, size: int) -> Path:
+    """A zip whose member `name` is `size` zero bytes, streamed in (1 GiB takes about 2 s)."""
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+        archive.open(name, "w", force_zip64=True) as member,
+    ):
+        for _ in range(size // MiB):
+            member.write(bytes(MiB))
+    return path
+
+
+def gzip_bomb(head: bytes, size: int, filler: bytes = b"\0") -> bytes:
+    """`head`, then `size` bytes of `filler` (a multiple of GZIP_PIECE), gzipped.
+
+    One piece is compressed once and repeated as gzip members (a gzip file may hold many, read
+    as one stream), so a GiB takes a fraction of a second and a few hundred KB.
+    """
+    piece = gzip.compress(filler * (GZIP_PIECE // len(filler)), compresslevel=6)
+    return gzip.compress(head) + piece * (size // GZIP_PIECE)
+
+
+def write_gzip_bomb(path: Path, head: bytes, size: int, filler: bytes = b"\0") -> Path:
+    path.write_bytes(gzip_bomb(head, size, filler))
+    return path
+
+
+def write_tar_gz_bomb(path: Path, members: dict[str, int]) -> Path:
+    """A tar.gz of members of zero bytes: name -> size (multiples of GZIP_PIECE)."""
+    with open(path, "wb") as out:
+        for name, size in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            out.write(gzip_bomb(info.tobuf(tarfile.USTAR_FORMAT), size))
+        out.write(gzip.compress(bytes(2 * tarfile.BLOCKSIZE)))  # the end of the archive
+    return path
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG that declares `width` x `height` grayscale pixels and holds none."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data)
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")

@@ -61,6 +61,8 @@ def forms(faces: list[Face], tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_folder(kaggle_members(faces), root / "kaggle_folder")
     (root / "fer2013.csv").write_bytes(csv_bytes(faces))
     write_tar_gz({"fer2013/fer2013.csv": csv_bytes(faces)}, root / "fer2013.tar.gz")
+    (root / "fer2013.tar").write_bytes(gzip.decompress((root / "fer2013.tar.gz").read_bytes()))
+    write_tar_gz(kaggle_members(faces), root / "kaggle.tar.gz")
     (root / "fer2013.csv.gz").write_bytes(gzip.compress(csv_bytes(faces)))
     write_zip({"fer2013.csv": csv_bytes(faces)}, root / "csv_in.zip")
     shutil.copy(root / "kaggle.zip", root / "misleading.csv")  # a zip despite its name
@@ -139,6 +141,8 @@ LOCAL_FORMS = [
     "kaggle_folder",
     "fer2013.csv",
     "fer2013.tar.gz",
+    "fer2013.tar",
+    "kaggle.tar.gz",
     "fer2013.csv.gz",
     "csv_in.zip",
     "misleading.csv",
@@ -434,6 +438,17 @@ def test_download_cut_short_leaves_no_half_file(server: Server, tmp_path: Path) 
         FerError, match=r"cut-short\.zip: download was cut short \(10 of 1000 bytes\)"
     ):
         sources.read_source(f"{server.url}/cut-short.zip", sha256="1" * 64, workdir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_download_past_the_limit_leaves_no_file(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "TOTAL_LIMIT", 1000)
+    with pytest.raises(
+        FerError, match=r"kaggle\.zip: the download is over the limit of 1,000 bytes"
+    ):
+        sources.read_source(f"{server.url}/kaggle.zip", sha256="1" * 64, workdir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -10,9 +10,11 @@ Supported forms (`data.source`):
 - `kaggle:<owner>/<dataset>`, fetched with the Kaggle client.
 
 The format of a file is decided from its first bytes, never from its name, because downloads
-are often renamed. Archives are read in memory and never extracted, and members that would
+are often renamed. Archives are read in place and never extracted, and members that would
 escape an extraction folder (absolute paths, `..`, links) are refused all the same, so an
-archive that is unsafe to unpack elsewhere is never accepted as data.
+archive that is unsafe to unpack elsewhere is never accepted as data. Everything is read as a
+stream against the limits below, so a hostile file (a zip bomb) is refused in seconds, with
+little memory, instead of filling it.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, NoReturn
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -50,10 +53,31 @@ PIXELS_PER_IMAGE = IMAGE_SIZE * IMAGE_SIZE
 CSV_TO_LABEL = tuple(EMOTIONS.index(name) for name in CSV_EMOTIONS)
 ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members, an empty zip
 GZIP_MAGIC = b"\x1f\x8b"
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP")  # what IMAGE_SUFFIXES name; PIL tries no other decoder
 DOWNLOAD_TIMEOUT = 60  # seconds without data before a download is given up
+HEAD = 4096  # bytes read to recognise a format: the magics, a tar header, a CSV header
+BLOCK = 1 << 20  # bytes read at a time from a file or stream
 
-# Reads one member of an archive or folder by name.
-Reader = Callable[[str], bytes]
+# Limits on what reading one source may decompress or hold. FER2013 is far below them: the
+# challenge fer2013.csv is about 301 MB (35,888 lines of at most 9,229 bytes), the Kaggle zip
+# holds 35,887 JPEGs of 359 to 2,683 bytes (66,337,222 in all). Past a limit the data is refused.
+TOTAL_LIMIT = 1_200_000_000  # bytes from one source (a CSV, a gzip stream, all images): 4x the CSV
+IMAGE_LIMIT = 1 << 20  # bytes per image file: 390x FER2013's largest; a web-sized photo fits
+IMAGE_PIXEL_LIMIT = 4096 * 4096  # pixels per image: 1 MiB of PNG can declare billions; 67 MB RGBA
+CSV_LINE_LIMIT = 1 << 16  # bytes per CSV line, 7x a FER2013 row; a stream holds one line at a time
+COUNT_LIMIT = 4 * 35_887  # members of an archive, lines of a CSV: 4x FER2013's images
+TAR_RECORD_LIMIT = 1 << 16  # bytes per pax or GNU long-name tar record (tarfile reads it whole)
+EXCERPT = 40  # characters of file content quoted in an error message
+NAME_EXCERPT = 120  # characters of a member name in an error message (FER2013's are at most 38)
+TAR_RECORD_TYPES = (  # tar headers followed by a record that tarfile reads whole
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+
+# Opens one member of an archive or folder by name, as a binary stream.
+Opener = Callable[[str], AbstractContextManager[BinaryIO]]
 
 
 @dataclass
@@ -89,10 +113,16 @@ def _read_path(path: Path, label: str, expected: str) -> Decoded:
         raise FerError(f"{label}: no such file or folder; set data.source to your FER2013 download")
     if path.is_dir():
         return _read_folder(path, label, expected)
-    data = _read_bytes(path)
-    digest = hashlib.sha256(data).hexdigest()
-    _check_sha256(label, expected, digest)
-    return _decode_bytes(data, label, digest)
+    if not path.is_file():
+        raise FerError(
+            f"{label}: not a regular file or folder (a device or pipe may never end); set "
+            "data.source to your FER2013 download"
+        )
+    with _open_file(path) as file:
+        digest = _sha256(file).hex()
+        _check_sha256(label, expected, digest)
+        file.seek(0)
+        return _decode_file(file, label, digest)
 
 
 def _read_url(url: str, expected: str, workdir: Path | None) -> Decoded:
@@ -104,7 +134,8 @@ def _read_url(url: str, expected: str, workdir: Path | None) -> Decoded:
         )
     with _work_folder(workdir) as folder:
         path = _download(url, folder, expected)
-        return _decode_bytes(_read_bytes(path), url, expected)
+        with _open_file(path) as file:
+            return _decode_file(file, url, expected)
 
 
 def _read_kaggle(source: str, expected: str, workdir: Path | None) -> Decoded:
@@ -183,10 +214,12 @@ def _download(url: str, folder: Path, expected: str) -> Path:
             urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
             open(tmp, "wb") as out,
         ):
-            for chunk in iter(lambda: response.read(1 << 20), b""):
+            for chunk in iter(lambda: response.read(BLOCK), b""):
+                size += len(chunk)
+                if size > TOTAL_LIMIT:
+                    raise _over_limit(f"{url}: the download is", TOTAL_LIMIT)
                 digest.update(chunk)
                 out.write(chunk)
-                size += len(chunk)
             announced = response.headers.get("Content-Length")
             if announced is not None and announced.isdigit() and size != int(announced):
                 raise FerError(
@@ -228,102 +261,263 @@ def _check_sha256(label: str, expected: str, actual: str) -> None:
         )
 
 
-def _read_bytes(path: Path) -> bytes:
-    """The whole file, with a clear error when it cannot be read."""
+def _open_file(path: Path) -> BinaryIO:
+    """The file opened for reading, with a clear error when it cannot be."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return open(path, "rb")
     except OSError as exc:
         raise FerError(
             f"{path}: cannot be read ({exc.strerror or exc}); check that it is a readable file"
         ) from None
 
 
-# --- containers: bytes, zip, gzip, tar, folder ------------------------------------------------
+def _sha256(stream: BinaryIO) -> bytes:
+    """The SHA-256 digest of a stream, read a block at a time."""
+    digest = hashlib.sha256()
+    while block := stream.read(BLOCK):
+        digest.update(block)
+    return digest.digest()
 
 
-def _decode_bytes(data: bytes, label: str, digest: str, *, gunzipped: bool = False) -> Decoded:
-    """Pick the reader from the first bytes, not the name: URLs and renamed downloads mislead."""
-    if data.startswith(ZIP_MAGICS):
-        return _read_zip(data, label, digest)
-    if data.startswith(GZIP_MAGIC) and not gunzipped:
-        return _decode_bytes(_gunzip(data, label), label, digest, gunzipped=True)
-    if data[257:262] == b"ustar":
-        return _read_tar(data, label, digest)
-    if b"," in _first_line(data):
-        return _decode_csv(data, label, digest)
-    start = _first_line(data)[:40].decode("utf-8", "replace")
-    raise FerError(
-        f"{label}: unknown data format (starts with {start!r}); expected the Kaggle FER2013 .zip "
-        "or folder, fer2013.csv or fer2013.tar.gz"
+def _head(stream: BinaryIO) -> bytes:
+    """The first HEAD bytes of a stream, which is then rewound."""
+    head = stream.read(HEAD)
+    stream.seek(0)
+    return head
+
+
+# --- limits and error messages ----------------------------------------------------------------
+
+
+def _over_limit(where: str, limit: int, unit: str = "bytes") -> FerError:
+    """The refusal of data past one of the limits: no FER2013 download comes near them."""
+    return FerError(
+        f"{where} over the limit of {limit:,} {unit}; FER2013 is far below it, so this is not a "
+        "FER2013 download - refusing it"
     )
 
 
-def _read_zip(data: bytes, label: str, digest: str) -> Decoded:
-    """A zip in memory; every member name is checked before any member is read."""
+def _check_count(where: str, count: int, unit: str) -> None:
+    """Refuse more than COUNT_LIMIT members or lines: each costs memory and time, even empty."""
+    if count > COUNT_LIMIT:
+        raise _over_limit(f"{where} has", COUNT_LIMIT, unit)
+
+
+def _check_size(label: str, name: str, size: int) -> None:
+    """Refuse a member whose declared size is already past its limit, before reading any of it."""
+    if size > IMAGE_LIMIT and _image_place(name):  # the name is parsed only for large members
+        raise _over_limit(f"{_image_label(label, name)} is", IMAGE_LIMIT)
+    if size > TOTAL_LIMIT:
+        raise _over_limit(f"{label}: member {_named(name)} is", TOTAL_LIMIT)
+
+
+def _shown(value: bytes | str, size: int = EXCERPT) -> str:
+    """At most `size` characters of input for an error message, non-printable ones escaped."""
+    head = value[:size]
+    text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+    shown = ""
+    for char in text:
+        piece = char if char.isprintable() else char.encode("unicode_escape").decode()
+        if len(shown) + len(piece) > size:
+            return shown + "..."
+        shown += piece
+    return shown + ("..." if len(value) > size else "")
+
+
+def _named(name: str) -> str:
+    """A member name for an error message: names come from the archive and may be anything."""
+    return _shown(name, NAME_EXCERPT)
+
+
+# --- containers: file, zip, gzip, tar, folder -------------------------------------------------
+
+
+def _decode_file(file: BinaryIO, label: str, digest: str) -> Decoded:
+    """Pick the reader from the first bytes, not the name: URLs and renamed downloads mislead."""
+    head = _head(file)
+    if head.startswith(ZIP_MAGICS):
+        return _read_zip(file, label, digest)
+    if head.startswith(GZIP_MAGIC):
+        stream = _Gunzipped(file, label)
+        return _decode_stream(stream, _head(stream), label, digest)
+    return _decode_stream(file, head, label, digest)
+
+
+def _decode_stream(stream: BinaryIO, head: bytes, label: str, digest: str) -> Decoded:
+    """A tar or the challenge CSV: what a bare file or a gzip file holds."""
+    if head[257:262] == b"ustar":
+        return _read_tar(stream, label, digest)
+    if b"," in _first_line(head):
+        return _decode_csv(stream, label, digest)
+    raise FerError(
+        f"{label}: unknown data format (starts with '{_shown(_first_line(head))}'); expected the "
+        "Kaggle FER2013 .zip or folder, fer2013.csv or fer2013.tar.gz"
+    )
+
+
+def _read_zip(file: BinaryIO, label: str, digest: str) -> Decoded:
+    """A zip read in place; every member name is checked before any member is read."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        with zipfile.ZipFile(file) as archive:
             infos = archive.infolist()
+            _check_count(f"{label}: the archive", len(infos), "members")
             for info in infos:
                 _check_member_name(label, info.filename)
             names = [info.filename for info in infos if not info.is_dir()]
 
-            def read(name: str) -> bytes:
+            @contextmanager
+            def open_member(name: str) -> Iterator[BinaryIO]:
+                info = archive.getinfo(name)
+                _check_zip_member(label, info)
                 try:
-                    return archive.read(name)
+                    with archive.open(info) as stream:
+                        yield stream  # type: ignore[misc]
                 except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
                     raise FerError(
-                        f"{label}: member {name} is corrupt ({exc}); download the archive again"
+                        f"{label}: member {_named(name)} is corrupt ({_named(str(exc))}); "
+                        "download the archive again"
                     ) from None
 
-            return _decode_tree(names, read, label, digest)
+            return _decode_tree(names, open_member, label, digest)
     except (zipfile.BadZipFile, EOFError, zlib.error) as exc:
         raise FerError(
-            f"{label}: corrupt or truncated zip archive ({exc}); download it again"
+            f"{label}: corrupt or truncated zip archive ({_named(str(exc))}); download it again"
         ) from None
 
 
-def _gunzip(data: bytes, label: str) -> bytes:
-    """Decompress a gzip file in memory."""
-    try:
-        return gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+def _check_zip_member(label: str, info: zipfile.ZipInfo) -> None:
+    """Only stored or deflated members (as in the Kaggle zip), within their limit as declared.
+
+    zipfile bounds every read of a deflated member, but inflates bzip2 and LZMA data a whole
+    compressed block at a time: 457 bytes of bzip2 took 835 MB to read 10 bytes from.
+    """
+    if info.flag_bits & 0x1:
         raise FerError(
-            f"{label}: corrupt or truncated gzip file ({exc}); download it again"
-        ) from None
+            f"{label}: member {_named(info.filename)} is encrypted; use an archive without a "
+            "password"
+        )
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise FerError(
+            f"{label}: member {_named(info.filename)} uses compression method "
+            f"{info.compress_type}; only stored and deflated members are read - zip the files "
+            "again with the default settings"
+        )
+    _check_size(label, info.filename, info.file_size)
 
 
-def _read_tar(data: bytes, label: str, digest: str) -> Decoded:
-    """A tar in memory; links and unsafe names are refused before any member is read."""
+class _Gunzipped:
+    """The decompressed bytes of a gzip file, refused past TOTAL_LIMIT; corruption is a FerError.
+
+    A stream: reads are as large as the caller asks. Seeks serve tarfile: forward ones decompress
+    and skip, backward ones start again from the top, so a tar read in order costs two passes.
+    """
+
+    def __init__(self, file: BinaryIO, label: str) -> None:
+        self._gzip = gzip.GzipFile(fileobj=file, mode="rb")
+        self._label = label
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left if negative), never past the limit."""
+        room = TOTAL_LIMIT + 1 - self.tell()
+        try:
+            data = self._gzip.read(room if size < 0 else min(size, room))
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._corrupt(exc) from None
+        self._check(self.tell())
+        return data
+
+    def seek(self, position: int) -> int:
+        """Go to `position`, refused before decompressing up to it when past the limit."""
+        self._check(position)
+        try:
+            return self._gzip.seek(position)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._corrupt(exc) from None
+
+    def tell(self) -> int:
+        """The position in the decompressed bytes."""
+        return self._gzip.tell()
+
+    def _check(self, position: int) -> None:
+        """Refuse a position past TOTAL_LIMIT."""
+        if position > TOTAL_LIMIT:
+            raise _over_limit(f"{self._label}: decompresses to", TOTAL_LIMIT)
+
+    def _corrupt(self, exc: Exception) -> FerError:
+        """The refusal of a gzip stream that cannot be decompressed."""
+        return FerError(
+            f"{self._label}: corrupt or truncated gzip file ({_named(str(exc))}); download it again"
+        )
+
+
+def _read_tar(stream: BinaryIO, label: str, digest: str) -> Decoded:
+    """A tar read in place; links and unsafe names are refused before any member is read."""
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
-            members = archive.getmembers()
-            for member in members:
+        with tarfile.open(fileobj=stream, mode="r:", tarinfo=_TarHeader) as archive:
+            files = {}
+            for count, member in enumerate(archive, start=1):
+                _check_count(f"{label}: the archive", count, "members")
                 _check_tar_member(label, member)
-            files = {m.name: m for m in members if m.isfile()}
+                member.pax_headers = {}  # a copy of its pax records, unused: they would pile up
+                if member.isfile():
+                    files[member.name] = member
 
-            def read(name: str) -> bytes:
-                return archive.extractfile(files[name]).read()  # type: ignore[union-attr]
+            def open_member(name: str) -> BinaryIO:
+                return archive.extractfile(files[name])  # type: ignore[return-value]
 
-            return _decode_tree(list(files), read, label, digest)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+            return _decode_tree(list(files), open_member, label, digest)
+    except _UnsafeTar as exc:
         raise FerError(
-            f"{label}: corrupt or truncated tar archive ({exc}); download it again"
+            f"{label}: {exc}; refusing the archive - FER2013's hold plain files"
         ) from None
+    except (tarfile.TarError, EOFError, OSError, RecursionError) as exc:
+        raise FerError(
+            f"{label}: corrupt or truncated tar archive ({_named(str(exc))}); download it again"
+        ) from None
+
+
+class _UnsafeTar(Exception):
+    """A tar header that tarfile would follow without a bound."""
+
+
+class _TarHeader(tarfile.TarInfo):
+    """Tar headers that refuse, as tarfile meets them, what it would follow without a bound.
+
+    FER2013 archives have none: sparse files (whose maps tarfile gathers block after block),
+    pax global headers (copied into every later member) and pax or GNU long-name records longer
+    than TAR_RECORD_LIMIT (read whole).
+    """
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        """tarfile's entry point for a header; a global or too long record is refused first."""
+        if self.type == tarfile.XGLTYPE:
+            raise _UnsafeTar("it has a pax global header")
+        if self.type in TAR_RECORD_TYPES and self.size > TAR_RECORD_LIMIT:
+            raise _UnsafeTar(
+                f"a header record of {self.size:,} bytes is over the limit of {TAR_RECORD_LIMIT:,}"
+            )
+        return super()._proc_member(archive)  # type: ignore[misc]
+
+    def _refuse_sparse(self, *args: object) -> NoReturn:
+        """Stands for every method tarfile reads a sparse map with."""
+        raise _UnsafeTar("it holds a sparse file")
+
+    _proc_sparse = _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
 
 
 def _check_tar_member(label: str, member: tarfile.TarInfo) -> None:
-    """Only plain files and folders with safe names: links could point anywhere."""
+    """Only plain files and folders with safe names, within their limit: links could go anywhere."""
     _check_member_name(label, member.name)
     if member.issym() or member.islnk():
         raise FerError(
-            f"{label}: member {member.name!r} is a link (to {member.linkname!r}); refusing the "
-            "archive - use an archive of plain files"
+            f"{label}: member '{_named(member.name)}' is a link (to '{_named(member.linkname)}'); "
+            "refusing the archive - use an archive of plain files"
         )
     if not (member.isfile() or member.isdir()):
         raise FerError(
-            f"{label}: member {member.name!r} is not a regular file; refusing the archive"
+            f"{label}: member '{_named(member.name)}' is not a regular file; refusing the archive"
         )
+    _check_size(label, member.name, member.size)
 
 
 def _check_member_name(label: str, name: str) -> None:
@@ -331,7 +525,7 @@ def _check_member_name(label: str, name: str) -> None:
     p = PurePosixPath(name.replace("\\", "/"))
     if p.is_absolute() or ".." in p.parts or (p.parts and p.parts[0].endswith(":")):
         raise FerError(
-            f"{label}: member {name!r} would escape the target folder; refusing the archive"
+            f"{label}: member '{_named(name)}' would escape the target folder; refusing the archive"
         )
 
 
@@ -339,25 +533,28 @@ def _read_folder(root: Path, label: str, expected: str) -> Decoded:
     """An unpacked folder; its checksum covers every relative path and file content."""
     names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
-    def read(name: str) -> bytes:
-        return _read_bytes(root / name)
+    def open_member(name: str) -> BinaryIO:
+        return _open_file(root / name)
 
     tree = hashlib.sha256()
     for name in names:
-        tree.update(name.encode() + b"\0" + hashlib.sha256(read(name)).digest())
+        with open_member(name) as file:
+            tree.update(name.encode() + b"\0" + _sha256(file))
     digest = tree.hexdigest()
     _check_sha256(label, expected, digest)
-    return _decode_tree(names, read, label, digest)
+    return _decode_tree(names, open_member, label, digest)
 
 
-def _decode_tree(names: Sequence[str], read: Reader, label: str, digest: str) -> Decoded:
+def _decode_tree(names: Sequence[str], open_member: Opener, label: str, digest: str) -> Decoded:
     """Files of an archive or folder: the Kaggle image layout, else a fer2013.csv inside."""
     places = {name: place for name in names if (place := _image_place(name))}
     if places:
-        return _decode_images(places, read, label, digest, skipped=_skipped_images(names, places))
+        skipped = _skipped_images(names, places)
+        return _decode_images(places, open_member, label, digest, skipped=skipped)
     csv_name = _pick_csv(names)
     if csv_name:
-        return _decode_csv(read(csv_name), f"{label} member {csv_name}", digest)
+        with open_member(csv_name) as stream:
+            return _decode_csv(stream, f"{label} member {_named(csv_name)}", digest)
     raise FerError(
         f"{label}: unknown layout; expected train/<emotion>/*.jpg and test/<emotion>/*.jpg "
         f"(emotions {', '.join(EMOTIONS)}) or a fer2013.csv - point data.source at the FER2013 "
@@ -405,53 +602,90 @@ def _skipped_images(names: Sequence[str], places: dict[str, tuple[int, int, str]
 
 
 def _decode_images(
-    places: dict[str, tuple[int, int, str]], read: Reader, label: str, digest: str, skipped: int
+    places: dict[str, tuple[int, int, str]],
+    open_member: Opener,
+    label: str,
+    digest: str,
+    skipped: int,
 ) -> Decoded:
-    """Decode the Kaggle image files into `Images`, counting the ones that needed converting."""
+    """Decode the Kaggle image files into `Images`, counting the ones that needed converting.
+
+    What the images decompress to (file bytes and pixels) is bounded in all by TOTAL_LIMIT, so
+    that many small files of large pictures cannot keep the decoder busy for hours.
+    """
     pixels = np.empty((len(places), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    converted = 0
-    for row, name in enumerate(places):
-        pixels[row], was_converted = _decode_image(label, name, read(name))
-        converted += was_converted
+    converted = decompressed = 0
+    with warnings.catch_warnings():  # PIL warns from 89M pixels: ours refuses them in one message
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for row, name in enumerate(places):
+            with open_member(name) as stream:
+                data = stream.read(IMAGE_LIMIT + 1)
+            if len(data) > IMAGE_LIMIT:
+                raise _over_limit(f"{_image_label(label, name)} is", IMAGE_LIMIT)
+            pixels[row], was_converted, size = _decode_image(label, name, data)
+            converted += was_converted
+            decompressed += len(data) + size
+            if decompressed > TOTAL_LIMIT:
+                raise _over_limit(f"{label}: its images decompress to", TOTAL_LIMIT)
     splits, labels, ids = zip(*places.values(), strict=True)
     images = Images(pixels, np.array(labels), np.array(splits), np.array(ids)).sorted()
     notes = [f"skipped {skipped} image files outside train|test/<emotion>/"] if skipped else []
     return Decoded(images, digest, converted, notes)
 
 
-def _decode_image(label: str, name: str, data: bytes) -> tuple[np.ndarray, bool]:
-    """Decode one image to uint8 48x48 grayscale; convert other sizes and modes (flagged)."""
+def _decode_image(label: str, name: str, data: bytes) -> tuple[np.ndarray, bool, int]:
+    """Decode one image to uint8 48x48 grayscale; convert other sizes and modes (flagged).
+
+    Also gives its number of pixels, checked against IMAGE_PIXEL_LIMIT before decoding them.
+    """
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as im:
+            size = im.width * im.height
+            if size > IMAGE_PIXEL_LIMIT:
+                where = f"{_image_label(label, name)} ({im.width}x{im.height}) has"
+                raise _over_limit(where, IMAGE_PIXEL_LIMIT, "pixels")
             im.load()
             converted = im.mode != "L" or im.size != (IMAGE_SIZE, IMAGE_SIZE)
             if im.mode != "L":
                 im = im.convert("L")
             if im.size != (IMAGE_SIZE, IMAGE_SIZE):
                 im = im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8), converted
+            return np.asarray(im, dtype=np.uint8), converted, size
+    except Image.DecompressionBombError:  # PIL's own refusal, from 179M pixels
+        raise _over_limit(f"{_image_label(label, name)} has", IMAGE_PIXEL_LIMIT, "pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = _pil_reason(exc)
         raise FerError(
-            f"{label}: image {name} is corrupt ({exc}); replace it or re-download"
+            f"{_image_label(label, name)} is corrupt ({reason}); replace it or re-download"
         ) from None
 
 
-def _decode_csv(data: bytes, label: str, digest: str) -> Decoded:
+def _image_label(label: str, name: str) -> str:
+    """The subject of an image's refusal, built only when refusing."""
+    return f"{label}: image {_named(name)}"
+
+
+def _pil_reason(exc: Exception) -> str:
+    """PIL's complaint, short and without its object reprs (`<_io.BytesIO object at 0x...>`)."""
+    if isinstance(exc, UnidentifiedImageError):
+        return f"not a {', '.join(IMAGE_FORMATS)} image"
+    return f"{type(exc).__name__}: {_shown(str(exc))}"
+
+
+def _decode_csv(stream: BinaryIO, label: str, digest: str) -> Decoded:
     """Decode the challenge CSV (`emotion,pixels,Usage`, columns in any order).
 
     The CSV has no file ids, so row ids are `f"{Usage}_{n}"` with `n` the 0-based row number
     within that Usage (e.g. the third PublicTest row is `PublicTest_2`): stable for a given file.
-    Pixels are parsed one row at a time with numpy (about 2 s for the full 35,887 rows).
+    The file is streamed; pixels are parsed one row at a time with numpy (about 2 s for the full
+    35,887 rows).
     """
-    lines = data.splitlines()
-    columns = _csv_columns(lines[0] if lines else b"", label)
-    rows = [(number, line) for number, line in enumerate(lines[1:], start=2) if line.strip()]
-    if not rows:
-        raise FerError(f"{label}: the CSV has a header but no rows; download it again")
-    pixels = np.empty((len(rows), IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    labels = np.empty(len(rows), np.int64)
-    splits = np.empty(len(rows), np.int64)
-    for row, (number, line) in enumerate(rows):
+    lines = _csv_lines(stream, label)
+    columns = _csv_columns(next(lines, (1, b""))[1], label)
+    pixels, labels, splits = [], [], []
+    for number, line in lines:
+        if not line.strip():
+            continue
         where = f"{label}: line {number}"
         cells = line.split(b",")
         if len(cells) != len(columns):
@@ -460,11 +694,44 @@ def _decode_csv(data: bytes, label: str, digest: str) -> Decoded:
                 "fix the row or download the file again"
             )
         emotion, pixel_text, usage = (cells[columns[c]].strip().strip(b'"') for c in CSV_COLUMNS)
-        labels[row] = _csv_emotion(emotion, where)
-        splits[row] = _csv_split(usage, where)
-        pixels[row] = _csv_pixels(pixel_text, where)
-    images = Images(pixels, labels, splits, _csv_ids(splits)).sorted()
+        labels.append(_csv_emotion(emotion, where))
+        splits.append(_csv_split(usage, where))
+        pixels.append(_csv_pixels(pixel_text, where))
+    if not pixels:
+        raise FerError(f"{label}: the CSV has a header but no rows; download it again")
+    split_array = np.array(splits, np.int64)
+    images = Images(
+        np.stack(pixels), np.array(labels, np.int64), split_array, _csv_ids(split_array)
+    ).sorted()
     return Decoded(images, digest)
+
+
+def _csv_lines(stream: BinaryIO, label: str) -> Iterator[tuple[int, bytes]]:
+    """Numbered lines of a CSV stream, without their line ends; refused past the CSV limits."""
+    for number, line in enumerate(_split_lines(stream, label), start=1):
+        _check_count(f"{label}: the CSV", number, "lines")
+        if len(line) > CSV_LINE_LIMIT:
+            raise _over_limit(f"{label}: line {number} is", CSV_LINE_LIMIT)
+        yield number, line.rstrip(b"\r\n")
+
+
+def _split_lines(stream: BinaryIO, label: str) -> Iterator[bytes]:
+    """Lines with their ends (split like bytes.splitlines), read a block at a time.
+
+    Memory holds a block and a line: a piece without its line end waits for the next block,
+    unless it is already too long for a CSV line (it then comes out, to be refused).
+    """
+    size, rest = 0, b""
+    while block := stream.read(BLOCK):
+        size += len(block)
+        if size > TOTAL_LIMIT:
+            raise _over_limit(f"{label}: the CSV is", TOTAL_LIMIT)
+        lines = (rest + block).splitlines(keepends=True)
+        last = lines[-1]  # may end in the \r of a \r\n split across blocks: it waits too
+        rest = lines.pop() if not last.endswith(b"\n") and len(last) <= CSV_LINE_LIMIT else b""
+        yield from lines
+    if rest:
+        yield rest
 
 
 def _csv_columns(header: bytes, label: str) -> dict[str, int]:
@@ -472,7 +739,7 @@ def _csv_columns(header: bytes, label: str) -> dict[str, int]:
     names = [c.strip().strip('"') for c in header.decode("utf-8-sig", "replace").split(",")]
     if sorted(names) != sorted(CSV_COLUMNS):
         raise FerError(
-            f"{label}: unknown CSV layout: header {','.join(names)!r}, expected "
+            f"{label}: unknown CSV layout: header '{_shown(header)}', expected "
             f"{','.join(CSV_COLUMNS)!r} (the FER2013 challenge fer2013.csv)"
         )
     return {name: names.index(name) for name in CSV_COLUMNS}
@@ -480,10 +747,10 @@ def _csv_columns(header: bytes, label: str) -> dict[str, int]:
 
 def _csv_emotion(cell: bytes, where: str) -> int:
     """The normalised label of a CSV emotion code (0=angry ... 6=neutral)."""
-    if not cell.isdigit() or int(cell) >= len(CSV_TO_LABEL):
+    if len(cell) != 1 or not cell.isdigit() or int(cell) >= len(CSV_TO_LABEL):  # one digit
         codes = " ".join(f"{i}={name}" for i, name in enumerate(CSV_EMOTIONS))
         raise FerError(
-            f"{where}: unknown emotion code {cell.decode(errors='replace')!r}, expected one of "
+            f"{where}: unknown emotion code '{_shown(cell)}', expected one of "
             f"{codes}; fix the row or download the file again"
         )
     return CSV_TO_LABEL[int(cell)]
@@ -494,8 +761,8 @@ def _csv_split(cell: bytes, where: str) -> int:
     usage = cell.decode(errors="replace")
     if usage not in SPLITS:
         raise FerError(
-            f"{where}: unknown Usage {usage!r}, expected {', '.join(SPLITS)}; fix the row or "
-            "download the file again"
+            f"{where}: unknown Usage '{_shown(cell)}', expected {', '.join(SPLITS)}; fix the row "
+            "or download the file again"
         )
     return SPLITS.index(usage)
 
@@ -514,7 +781,7 @@ def _csv_pixels(cell: bytes, where: str) -> np.ndarray:
     if values.min() < 0 or values.max() > 255:
         bad = values[(values < 0) | (values > 255)][0]
         raise FerError(f"{where}: pixel value {bad} is outside 0..255; {fix}")
-    return values.reshape(IMAGE_SIZE, IMAGE_SIZE)
+    return values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
 
 
 def _csv_ids(splits: np.ndarray) -> np.ndarray:
@@ -526,6 +793,6 @@ def _csv_ids(splits: np.ndarray) -> np.ndarray:
     return ids.astype(str)
 
 
-def _first_line(data: bytes) -> bytes:
-    """The first line of a file (at most 4 KiB), to recognise a CSV header."""
-    return data[:4096].split(b"\n", 1)[0]
+def _first_line(head: bytes) -> bytes:
+    """The first line of a file's head (so at most HEAD bytes), to recognise a CSV header."""
+    return head.split(b"\n", 1)[0]
