@@ -68,8 +68,16 @@ def test_project_params_are_valid():
             [1.0],
             "must be a list of 2 finite positive numbers, one per class (happy, sad)",
         ),
-        ("train.class_weights.multiclass", [1, 1, 1], "must be a list of 4 finite positive numbers"),
-        ("train.class_weights.multiclass", [1, 1, 1, 0], "must be a list of 4 finite positive numbers"),
+        (
+            "train.class_weights.multiclass",
+            [1, 1, 1],
+            "must be a list of 4 finite positive numbers",
+        ),
+        (
+            "train.class_weights.multiclass",
+            [1, 1, 1, 0],
+            "must be a list of 4 finite positive numbers",
+        ),
         ("train.focal_gamma", -1, "train.focal_gamma=-1 must be a finite number >= 0"),
         ("train.keep", "first", "must be one of: last, best"),
         ("split.val_fraction", 1.0, "must be a number strictly between 0 and 1"),
