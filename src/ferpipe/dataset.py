@@ -124,10 +124,13 @@ def _umask() -> int:
     return mask
 
 
-def discard_written() -> list[Path]:
-    """Remove every file this process wrote through atomic_path; returns them."""
-    removed = [p for p in _written if p.exists()]
-    for path in removed:
-        path.unlink()
-    _written.clear()
-    return removed
+def writes_so_far() -> int:
+    """A mark for discard_written: how many files atomic_path has put in place so far."""
+    return len(_written)
+
+
+def discard_written(since: int) -> None:
+    """Remove the files atomic_path put in place after the mark `since`."""
+    for path in dict.fromkeys(_written[since:]):
+        path.unlink(missing_ok=True)
+    del _written[since:]

@@ -22,20 +22,21 @@ def exits_cleanly(main: F) -> F:
 
     @functools.wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
-        from ferpipe.dataset import discard_written  # dataset imports this module
+        from ferpipe.dataset import discard_written, writes_so_far  # dataset imports this module
 
+        mark = writes_so_far()
         try:
             return main(*args, **kwargs)
         except FerError as exc:
-            discard_written()
+            discard_written(mark)
             print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
-            discard_written()
+            discard_written(mark)
             print("error: interrupted; this stage wrote no output", file=sys.stderr)
             raise SystemExit(INTERRUPTED) from None
         except BaseException:
-            discard_written()
+            discard_written(mark)
             raise
 
     return wrapper  # type: ignore[return-value]
