@@ -36,10 +36,13 @@ def test_a_stage_that_fails_after_writing_leaves_none_of_its_outputs(tmp_path, c
 
 
 INTERRUPTIBLE = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
 from ferpipe import dataset
 from ferpipe.errors import exits_cleanly
+
+# A terminal's Ctrl-C: a child of a background job starts with SIGINT ignored, so restore it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 @exits_cleanly
 def stage():
