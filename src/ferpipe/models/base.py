@@ -38,7 +38,6 @@ class FerModel(nn.Module):
     weights: str = "random"
     arch: str = ""
     args: dict[str, Any]
-    num_classes: int
 
     def preprocess(self, pixels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -97,10 +96,6 @@ class Architecture:
     builder: Callable[..., FerModel]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     tiny: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def summary(self) -> str:
-        return (inspect.getdoc(self.builder) or "").split("\n\n")[0].replace("\n", " ")
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         """The arguments a params.yaml entry may set, with their defaults."""
@@ -183,7 +178,7 @@ def build(name: str, num_classes: int, **args: Any) -> FerModel:
     arch = architecture(name)
     check_args(name, args)
     model = arch.builder(num_classes, **arch.fixed, **args)
-    model.arch, model.args, model.num_classes = name, dict(args), num_classes
+    model.arch, model.args = name, dict(args)
     return model
 
 
@@ -254,9 +249,8 @@ def from_entry(entry: str, spec: Mapping[str, Any], num_classes: int) -> FerMode
     """Build zoo entry `entry` of params.yaml ({arch, args, ...}); errors name its keys."""
     where = f"params.yaml: zoo.{entry}"
     try:
-        architecture(spec["arch"])
         args = spec.get("args") or {}
-        check_args(spec["arch"], args, f"zoo.{entry}.args")
+        check_args(spec["arch"], args, f"zoo.{entry}.args")  # names the keys; build checks too
         return build(spec["arch"], num_classes, **args)
     except FerError as exc:
         raise FerError(f"{where}: {exc}") from None
