@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint results
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	python3 -m venv $(VENV)
@@ -15,6 +15,9 @@ setup: $(VENV)/.installed
 
 repro: setup
 	dvc repro
+
+results: setup
+	python -m ferpipe.results
 
 test: setup
 	ruff check src stages tests benchmarks

@@ -18,9 +18,19 @@ KEYS = ("test_accuracy", "macro_f1", "top2_accuracy", "macro_precision", "macro_
         "balanced_accuracy", "test_loss", "test_images", "confusion_matrix", "per_class")  # fmt: skip
 
 
+def figures(checkout: Path, model: str) -> dict:
+    """The reported split's figures: from metrics/<model>_detail.json, or, in checkouts before
+    the headline/detail split, metrics/<model>.json."""
+    detail = checkout / "metrics" / f"{model}_detail.json"
+    if detail.exists():
+        data = json.loads(detail.read_text())
+        return data["splits"][data["test_split"]]
+    return json.loads((checkout / "metrics" / f"{model}.json").read_text())
+
+
 def differences(a: Path, b: Path, model: str) -> list[str]:
     found = []
-    ma, mb = (json.loads((d / "metrics" / f"{model}.json").read_text()) for d in (a, b))
+    ma, mb = figures(a, model), figures(b, model)
     for key in KEYS:
         if ma[key] != mb[key]:
             found.append(f"{model} {key}: {ma[key]} != {mb[key]}")
@@ -37,7 +47,7 @@ def main(argv: list[str]) -> int:
         print(line)
     if not found:
         for model in names or ["cnn", "resnet"]:
-            metrics = json.loads((Path(b) / "metrics" / f"{model}.json").read_text())
+            metrics = figures(Path(b), model)
             print(
                 f"{model}: identical (test accuracy {metrics['test_accuracy']}, macro F1 "
                 f"{metrics['macro_f1']}, top-2 {metrics['top2_accuracy']}, confusion matrix, "

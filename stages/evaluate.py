@@ -1,8 +1,10 @@
 """Stage evaluate@<entry>: test metrics and per-image predictions of one trained model.
 
 The reported test split follows split.validation: PublicTest and PrivateTest together with a
-holdout validation split (seed 000), PrivateTest alone when PublicTest selected the model. The
-figures of each split and of both together go to metrics/<entry>_by_split.json.
+holdout validation split (seed 000), PrivateTest alone when PublicTest selected the model. Its
+headline figures are the DVC metric metrics/<entry>.json, so `dvc exp show` stays readable; the
+detail (per class, confusion matrices, each split and both together, the weights used) goes to
+metrics/<entry>_detail.json.
 
 Usage: python stages/evaluate.py ENTRY
 """
@@ -31,20 +33,16 @@ def rows_of(test: dataset.Images, split: str) -> np.ndarray:
 @exits_cleanly
 def main(name: str) -> None:
     p = params.for_stage(f"evaluate@{name}")
-    device = runinfo.setup(p["train.threads"])
+    device = runinfo.setup(p["train.threads"], device=p["train.device"])
     speed = Speed.from_params(p)
     speed.configure_allocator()
     model, checkpoint = models.load(paths.model_file(name))
     classes = tuple(checkpoint["classes"])
     test = dataset.load(paths.split_file("test"))
+    runner, [(inputs, labels)] = training.model_inputs(model.to(device), name, ("test",))
     logits = training.predict(
-        speed.model(model.to(device)),
-        torch.from_numpy(test.pixels),
-        p["train.batch_size"],
-        device,
-        desc=f"test {name}",
+        speed.model(runner, device), inputs, p["train.batch_size"], device, desc=f"test {name}"
     )
-    labels = torch.from_numpy(test.labels)
     loss_fn = losses.make_loss(
         p["loss"], p[f"train.class_weights.{p['task']}"], p["train.focal_gamma"]
     )
@@ -60,9 +58,11 @@ def main(name: str) -> None:
 
     present = [s for s in TEST_SPLITS if rows_of(test, s).any()]
     reported = REPORTED[p["split.validation"]]
-    scores = {**scores_on(reported), "test_split": reported, "weights": checkpoint["weights"]}
-    dataset.write_json(scores, paths.metrics_file(name))
-    dataset.write_json({s: scores_on(s) for s in present}, paths.split_metrics_file(name))
+    by_split = {s: scores_on(s) for s in present}
+    scores = by_split[reported]
+    dataset.write_json({k: scores[k] for k in metrics.HEADLINE}, paths.metrics_file(name))
+    detail = {"test_split": reported, "weights": checkpoint["weights"], "splits": by_split}
+    dataset.write_json(detail, paths.detail_file(name))
     shown = rows_of(test, reported)
     predictions = pd.DataFrame(
         {

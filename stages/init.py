@@ -1,7 +1,8 @@
 """Stage init@<entry>: the entry's initial model, built from the seed with its pretrained weights
 resolved once, and, when its features are frozen (a ResNet trunk with eval-mode batch norm),
-their values for the train and val images, computed once and shared by every experiment that
-changes only the loss, epochs, learning rate or other training settings.
+their values for the train, val and test images, computed once and shared by every experiment
+that changes only the loss, epochs, learning rate or other training settings (train and evaluate
+then run only the head).
 
 Usage: python stages/init.py ENTRY
 """
@@ -22,14 +23,14 @@ def main(name: str) -> None:
     p = params.for_stage(f"init@{name}")
     speed = Speed.from_params(p)
     speed.configure_allocator()
-    device = runinfo.setup(p["train.threads"], p["seed"])
+    device = runinfo.setup(p["train.threads"], p["seed"], p["train.device"])
     classes = TASK_CLASSES[p["task"]]
     model = models.from_entry(name, p[f"zoo.{name}"], len(classes))
     models.save(model, classes, paths.init_file(name))
     model = speed.layout(model.to(device))
-    features = speed.function(model.features)
+    features = speed.features(model, device)
     shapes = {}
-    for part in ("train", "val") if model.frozen_features else ():
+    for part in ("train", "val", "test") if model.frozen_features else ():
         pixels = torch.from_numpy(dataset.load(paths.split_file(part)).pixels)
         cached = training.predict(
             model, pixels, p["train.batch_size"], device, features, f"features {part}"

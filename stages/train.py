@@ -6,27 +6,11 @@ Usage: python stages/train.py ENTRY
 import sys
 import time
 
-import numpy as np
 import pandas as pd
-import torch
-from torch import nn
 
 from ferpipe import dataset, losses, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
 from ferpipe.speed import Speed, adam
-
-
-def trainee_and_inputs(
-    model: models.FerModel, name: str
-) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
-    """What `fit` trains and the (inputs, labels) of the train and val splits: the model on
-    images, or, when its features are frozen, its head on the features the init stage cached."""
-    parts = [dataset.load(paths.split_file(part)) for part in ("train", "val")]
-    labels = [torch.from_numpy(s.labels) for s in parts]
-    if model.frozen_features:
-        cached = [torch.from_numpy(np.load(paths.features_file(name, p))) for p in ("train", "val")]
-        return models.CachedFeatures(model), list(zip(cached, labels, strict=True))
-    return model, [(torch.from_numpy(s.pixels), y) for s, y in zip(parts, labels, strict=True)]
 
 
 @exits_cleanly
@@ -36,11 +20,13 @@ def main(name: str) -> None:
     speed = Speed.from_params(p)
     reusing_memory = speed.configure_allocator()
     task, entry = p["task"], p[f"zoo.{name}"]
-    device = runinfo.setup(p["train.threads"], p["seed"])
+    device = runinfo.setup(p["train.threads"], p["seed"], p["train.device"])
     model, checkpoint = models.load(paths.init_file(name))
     model = model.to(device)
-    trainee, (train, val) = trainee_and_inputs(model, name)
-    trainee = speed.model(trainee)  # shares model's parameters, so model is what gets trained
+    trainee, (train, val) = training.model_inputs(model, name, ("train", "val"))
+    trainee = speed.model(
+        trainee, device
+    )  # shares model's parameters, so model is what gets trained
     loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{task}"], p["train.focal_gamma"])
     optimizer = adam(model.trainable(), entry["lr"], entry["weight_decay"])
     schedule = training.Schedule(
@@ -65,10 +51,12 @@ def main(name: str) -> None:
         "channels_last": speed.channels_last,
         "compiled": speed.compile,
         "reuse_memory": reusing_memory,
+        "precision": "bf16" if speed.bf16(device) else "fp32",
         "train_images": len(train[0]),
         "training_seconds": round(train_seconds, 2),
         "wall_seconds": round(wall, 2),
         "images_per_second": round(ips, 2),
+        "peak_memory_mb": runinfo.peak_memory_mb(),
         **runinfo.environment(device),
     }
     dataset.write_json(record, paths.training_record(name))

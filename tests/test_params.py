@@ -89,6 +89,8 @@ def test_project_params_are_valid():
         ("balance.drop_duplicates", "yes", "balance.drop_duplicates='yes' must be true or false"),
         ("train.channels_last", 1, "train.channels_last=1 must be true or false"),
         ("train.compile", "off", "train.compile='off' must be true or false"),
+        ("train.precision", "fp16", "train.precision='fp16' must be one of: fp32, bf16, auto"),
+        ("train.device", "gpu", "train.device='gpu' must be one of: auto, cpu, cuda, cuda:<index>"),
     ],
 )
 def test_bad_values_are_named_with_the_allowed_ones(key, value, message):

@@ -9,9 +9,14 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
+
+from ferpipe import dataset, models, results, training
+from ferpipe.metrics import HEADLINE
 
 from .conftest import ROOT
 
@@ -29,11 +34,15 @@ TINY = {
         "seed001_m1": {"epochs": 3},
     },
 }
+SAMPLE_NAMES = zipfile.ZipFile(ROOT / "data/sample/fer2013_sample.zip").namelist()
+SAMPLE_IMAGES = len(SAMPLE_NAMES)
+PER_SPLIT = sum(n.startswith("test/angry/PublicTest_") for n in SAMPLE_NAMES)  # per emotion
+TEST = 4 * PER_SPLIT  # multiclass images in each of PublicTest and PrivateTest
 MODEL_STAGES = ("init", "train", "evaluate", "plot")
 DATA_STAGES = {"download", "validate", "balance", "denoise", "split"}
 ALL_STAGES = DATA_STAGES | {f"{s}@{m}" for s in MODEL_STAGES for m in ("cnn", "resnet")}
 RESULTS = ["metrics/data_quality.json"] + [
-    f.format(m) for m in ("cnn", "resnet") for f in ("metrics/{}.json", "metrics/{}_by_split.json",
+    f.format(m) for m in ("cnn", "resnet") for f in ("metrics/{}.json", "metrics/{}_detail.json",
                                                      "plots/{}/history.csv", "plots/{}/predictions.csv")
 ]  # fmt: skip
 
@@ -102,41 +111,54 @@ def clean(project: Path):
 
 def test_repro_writes_metrics_predictions_and_plots(project):
     for name in ("cnn", "resnet"):
-        metrics = json.loads((project / f"metrics/{name}.json").read_text())
-        for key in ("test_accuracy", "macro_precision", "macro_recall", "macro_f1", "top2_accuracy",
-                    "balanced_accuracy", "test_loss", "confusion_matrix", "per_class", "weights"):  # fmt: skip
+        headline = json.loads((project / f"metrics/{name}.json").read_text())
+        assert sorted(headline) == sorted(HEADLINE) and 0 <= headline["test_accuracy"] <= 1
+        detail = json.loads((project / f"metrics/{name}_detail.json").read_text())
+        assert detail["test_split"] == "PublicTest+PrivateTest"
+        by_split = detail["splits"]
+        metrics = by_split["PublicTest+PrivateTest"]
+        assert {k: metrics[k] for k in HEADLINE} == headline
+        for key in ("macro_precision", "macro_recall", "confusion_matrix", "per_class"):
             assert key in metrics, key
-        assert (
-            0 <= metrics["test_accuracy"] <= 1 and metrics["test_split"] == "PublicTest+PrivateTest"
-        )
         assert sorted(metrics["per_class"]) == ["angry", "fear", "happy", "sad"]
-        assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 320
-        by_split = json.loads((project / f"metrics/{name}_by_split.json").read_text())
+        assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"] == 2 * TEST
         assert {k: v["test_images"] for k, v in by_split.items()} == {
-            "PublicTest": 160, "PrivateTest": 160, "PublicTest+PrivateTest": 320
+            "PublicTest": TEST, "PrivateTest": TEST, "PublicTest+PrivateTest": 2 * TEST
         }  # fmt: skip
-        assert by_split["PublicTest+PrivateTest"]["confusion_matrix"] == metrics["confusion_matrix"]
         training = json.loads((project / f"metrics/{name}_training.json").read_text())
         assert training["images_per_second"] > 0 and training["threads"] == 1
+        assert 100 < training["peak_memory_mb"] < 4000
         assert training["channels_last"] is True and training["compiled"] is False
         assert training["versions"]["torch"]
         history = (project / f"plots/{name}/history.csv").read_text().splitlines()
         assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy"
         assert len(history) == 2
         predictions = (project / f"plots/{name}/predictions.csv").read_text().splitlines()
-        assert predictions[0].startswith("id,actual,predicted,p_angry") and len(predictions) == 321
+        assert predictions[0].startswith("id,actual,predicted,p_angry")
+        assert len(predictions) == 2 * TEST + 1
         for png in ("confusion.png", "curves.png"):
             assert (project / f"plots/{name}/{png}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((project / "metrics/resnet.json").read_text())["weights"] == "none"
+    assert json.loads((project / "metrics/resnet_detail.json").read_text())["weights"] == "none"
     assert json.loads((project / "metrics/resnet_training.json").read_text())["features_cached"]
     assert (project / "data/features/resnet/train.npy").is_file()
     quality = json.loads((project / "metrics/data_quality.json").read_text())
-    assert quality["images"] == 2310
+    assert quality["images"] == SAMPLE_IMAGES
     shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {
         f"plots/{m}/{f}" for m in ("cnn", "resnet")
         for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png")
     } == set(shown)  # fmt: skip
+
+
+def test_evaluate_of_a_frozen_trunk_gives_the_whole_networks_numbers(project):
+    """evaluate@resnet runs only the head on the test features init cached."""
+    assert (project / "data/features/resnet/test.npy").is_file()
+    test = dataset.load(project / "data/split/test.npz")
+    model, _ = models.load(project / "models/resnet.pt")
+    whole = training.predict(model, torch.from_numpy(test.pixels), 16, torch.device("cpu"))
+    predictions = pd.read_csv(project / "plots/resnet/predictions.csv")
+    probs = predictions[[c for c in predictions.columns if c.startswith("p_")]].to_numpy()
+    assert np.allclose(probs, whole.softmax(1).numpy(), atol=2e-6)
 
 
 def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
@@ -148,6 +170,47 @@ def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     assert "test_loss" in diff["metrics/cnn.json"] and "test_loss" in diff["metrics/resnet.json"]
     shown = json.loads(run(clean, "dvc", "exp", "show", "--json").stdout)
     assert "focal" in json.dumps(shown)
+    (exp,) = shown[1]["experiments"]
+    metrics = exp["revs"][0]["data"]["metrics"]
+    assert {f: sorted(m["data"]) for f, m in metrics.items()} == {
+        "metrics/cnn.json": sorted(HEADLINE), "metrics/resnet.json": sorted(HEADLINE)
+    }  # fmt: skip
+
+
+def test_results_records_experiments_and_builds_the_table(clean, tmp_path):
+    """ferpipe.results on real `dvc exp show` output: sample runs are skipped by default; the
+    focal run's rows name what differs from params.yaml, the README section is the table."""
+    defaults = shutil.copy(clean / "params.yaml", tmp_path / "params.yaml")  # exp run edits it
+    run(clean, "dvc", "exp", "run", "-S", "loss=focal", "-S", "zoo.cnn.lr=0.0005")
+    shown = json.loads(run(clean, "dvc", "exp", "show", "--json").stdout)
+    assert results.record(shown, tmp_path / "runs") == []
+    written = results.record(shown, tmp_path / "runs", skip=())
+    assert len(written) >= 2  # the baseline commit and the experiments so far
+    assert results.record(shown, tmp_path / "runs", skip=()) == []  # recorded once
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{results.BEGIN}\nold\n{results.END}\ntail\n")
+    table = results.build(tmp_path / "runs", tmp_path / "seed000", readme, defaults)
+    cnn = table[table["changes"] == "zoo.cnn.lr=0.0005"].iloc[0]
+    assert cnn["cell"] == "CNN 1 ep, multiclass, focal" and np.isnan(cnn["test_accuracy_seed000"])
+    (record,) = [r for r in map(json.loads, map(Path.read_text, written))
+                 if r["params"]["zoo"]["cnn"]["lr"] == 0.0005]  # fmt: skip
+    assert record["params"]["loss"] == "focal" and record["code"] == shown[1]["rev"]
+    assert 100 * record["metrics"]["cnn"]["test_accuracy"] == pytest.approx(cnn["test_accuracy"])
+    assert set(table["cell"]) == {
+        "CNN 1 ep, multiclass, ce", "CNN 1 ep, multiclass, focal",
+        "ResNet18 1 ep, no ImageNet weights, multiclass, ce",
+        "ResNet18 1 ep, no ImageNet weights, multiclass, focal",
+    }  # fmt: skip
+    text = readme.read_text()
+    assert (tmp_path / "seed000.md").read_text() in text and text.endswith(f"{results.END}\ntail\n")
+    assert (tmp_path / "seed000.png").read_bytes()[:4] == b"\x89PNG"
+    # The README's view of the experiments: the headline metrics and the changed params only.
+    csv = run(clean, "dvc", "exp", "show", "--csv", "--only-changed", "--drop",
+              "^(src|stages|data|models)/").stdout  # fmt: skip
+    columns = csv.splitlines()[0].split(",")
+    names = {c.rsplit(":", 1)[-1] for c in columns}  # "metrics/cnn.json:test_loss" when ambiguous
+    assert {"loss", "zoo.cnn.lr", *HEADLINE} <= names and len(columns) <= 24, columns
+    assert len(pd.read_csv(tmp_path / "seed000.csv")) == len(table)
 
 
 def test_changing_one_entry_reruns_only_that_entrys_stages(clean):
@@ -172,7 +235,8 @@ def test_models_selects_the_entries_an_experiment_trains(clean):
     assert stages_run(out) == stages_of("seed004")
     record = json.loads((clean / "metrics/seed004_training.json").read_text())
     assert record["arch"] == "vgg_cnn" and record["epochs"] == 1
-    assert json.loads((clean / "metrics/seed004.json").read_text())["test_images"] == 320
+    detail = json.loads((clean / "metrics/seed004_detail.json").read_text())
+    assert detail["splits"]["PublicTest+PrivateTest"]["test_images"] == 2 * TEST
     shown = json.loads(run(clean, "dvc", "exp", "show", "--json").stdout)
     assert "metrics/seed004.json" in json.dumps(shown)
 
@@ -181,16 +245,18 @@ def test_seven_classes_select_on_public_test_and_report_private_test(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "task=all", "-S", "split.validation=publictest",
               "-S", "models=[seed001_m1]", "-S", "train.keep=best").stdout  # fmt: skip
     assert {"balance", "split"} | stages_of("seed001_m1") <= stages_run(out)
-    metrics = json.loads((clean / "metrics/seed001_m1.json").read_text())
-    assert metrics["test_split"] == "PrivateTest" and metrics["test_images"] == 280
+    headline = json.loads((clean / "metrics/seed001_m1.json").read_text())
+    detail = json.loads((clean / "metrics/seed001_m1_detail.json").read_text())
+    metrics, by_split = detail["splits"]["PrivateTest"], detail["splits"]
+    assert detail["test_split"] == "PrivateTest" and metrics["test_images"] == 7 * PER_SPLIT
     assert len(metrics["per_class"]) == 7 and len(metrics["confusion_matrix"]) == 7
-    by_split = json.loads((clean / "metrics/seed001_m1_by_split.json").read_text())
     assert {k: v["test_images"] for k, v in by_split.items()} == {
-        "PublicTest": 280, "PrivateTest": 280, "PublicTest+PrivateTest": 560
+        "PublicTest": 7 * PER_SPLIT, "PrivateTest": 7 * PER_SPLIT,
+        "PublicTest+PrivateTest": 14 * PER_SPLIT,
     }  # fmt: skip
-    assert by_split["PrivateTest"]["test_accuracy"] == metrics["test_accuracy"]
+    assert metrics["test_accuracy"] == headline["test_accuracy"]
     predictions = (clean / "plots/seed001_m1/predictions.csv").read_text().splitlines()
-    assert len(predictions) == 281
+    assert len(predictions) == 7 * PER_SPLIT + 1
     assert all(line.startswith("PrivateTest_") for line in predictions[1:])
     record = json.loads((clean / "metrics/seed001_m1_training.json").read_text())
     assert record["train_images"] == 7 * 24  # the whole capped training pool: nothing held out

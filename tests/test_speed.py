@@ -9,6 +9,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from ferpipe import losses, models, training
+from ferpipe import speed as speed_module
 from ferpipe.speed import Speed, adam
 
 from .test_training import _toy
@@ -32,7 +33,7 @@ def _fit(
         else torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4)
     )
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
-    trainee = speed.model(model)
+    trainee = speed.model(model, CPU)
     schedule = training.Schedule(epochs=2, batch_size=16, seed=0)
     history, _, _ = training.fit(
         trainee, loss_fn, optimizer, _toy(), _toy(32, seed=1), schedule, CPU
@@ -102,6 +103,7 @@ def test_compiled_training_runs_compiled_graphs_and_matches_the_eager_run(before
 PAGE_FAULTS = """
 import resource, sys, torch
 from ferpipe import models
+from ferpipe import speed as speed_module
 from ferpipe.speed import Speed, adam
 print(Speed(reuse_memory=sys.argv[1] == "on").configure_allocator())
 model = models.build("study_cnn", 4)
@@ -128,3 +130,40 @@ def test_reuse_memory_stops_large_tensors_being_page_faulted_in_again():
     (took_default, default), (took_reuse, reused) = faults("off"), faults("on")
     assert (took_default, took_reuse) == ("False", "True")
     assert default > 0 and reused * 10 < default
+
+
+def test_bf16_runs_the_model_under_autocast_and_keeps_weights_and_outputs_fp32():
+    torch.manual_seed(0)
+    model = models.build("study_cnn", 2).eval()
+    x = model.preprocess(torch.randint(0, 256, (4, 48, 48), dtype=torch.uint8))
+    fast = Speed(precision="bf16").model(model, CPU)
+    assert fast.preprocess is model.preprocess
+    with torch.no_grad():
+        out, expected = fast(x), model(x)
+    assert out.dtype == torch.float32 and all(w.dtype == torch.float32 for w in model.parameters())
+    assert not torch.equal(out, expected) and torch.allclose(out, expected, atol=0.1)
+    assert Speed(precision="fp32").model(model, CPU) is model
+
+
+@pytest.mark.parametrize(("flags", "chosen"), [({"avx2"}, False), ({"avx2", "amx_bf16"}, True),
+                                               ({"avx512_bf16"}, True)])  # fmt: skip
+def test_auto_takes_bf16_only_where_the_cpu_runs_it_fast(monkeypatch, flags, chosen):
+    monkeypatch.setattr(speed_module, "cpu_flags", lambda: flags)
+    assert Speed(precision="auto").bf16(CPU) is chosen
+    assert Speed(precision="bf16").bf16(CPU) and not Speed(precision="fp32").bf16(CPU)
+
+
+def test_bf16_training_is_deterministic_and_close_to_fp32():
+    """A small block CNN (emulated bf16 is slow on CPUs without AMX) trained 2 epochs twice."""
+
+    def fit(precision: str) -> list[training.EpochRecord]:
+        torch.manual_seed(0)
+        model = models.build("block_cnn", 2, **models.architecture("block_cnn").tiny)
+        schedule = training.Schedule(epochs=2, batch_size=16, seed=0)
+        trainee = Speed(precision=precision).model(model, CPU)
+        optimizer, loss_fn = adam(model.parameters(), 1e-3, 0), losses.make_loss("ce", [1, 1], 0)
+        return training.fit(trainee, loss_fn, optimizer, _toy(), _toy(32, 1), schedule, CPU)[0]
+
+    bf16 = fit("bf16")
+    assert bf16 == fit("bf16") and bf16 != fit("fp32")
+    assert bf16[-1].train_loss == pytest.approx(fit("fp32")[-1].train_loss, rel=0.05)

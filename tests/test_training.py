@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ferpipe import losses, models, training
+from ferpipe import losses, models, runinfo, training
 from ferpipe.errors import FerError
 
 
@@ -90,3 +90,21 @@ def test_training_that_diverges_stops_at_once_naming_model_epoch_step_and_learni
     )
     changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all(v.isfinite().all() for v in model.state_dict().values())
+
+
+def test_device_auto_takes_a_gpu_when_there_is_one_and_a_missing_gpu_is_refused():
+    assert runinfo.choose_device("auto", cuda_devices=0) == torch.device("cpu")
+    assert runinfo.choose_device("auto", cuda_devices=2) == torch.device("cuda:0")
+    assert runinfo.choose_device("cuda:1", cuda_devices=2) == torch.device("cuda:1")
+    assert runinfo.choose_device("cpu", cuda_devices=2) == torch.device("cpu")
+    with pytest.raises(
+        FerError, match=r"train.device=cuda: no such CUDA device \(PyTorch sees 0\)"
+    ):
+        runinfo.choose_device("cuda", cuda_devices=0)
+    with pytest.raises(FerError, match="train.device=cuda:2: no such CUDA device"):
+        runinfo.choose_device("cuda:2", cuda_devices=2)
+
+
+def test_batches_stay_where_they_are_on_the_cpu():
+    batch = torch.arange(6)
+    assert training.to_device(batch, torch.device("cpu")) is batch

@@ -13,6 +13,8 @@ from sklearn.metrics import (
 )
 
 DIGITS = 6
+# What `dvc exp show` and `dvc metrics diff` show per model; the rest stays in the detail file.
+HEADLINE = ("test_accuracy", "macro_f1", "top2_accuracy", "balanced_accuracy", "test_loss")
 
 
 def classification_metrics(

@@ -83,6 +83,11 @@ def _weights_for(task: str) -> Check:
     return check
 
 
+def _device(v: Any) -> str | None:
+    ok = v in ("auto", "cpu", "cuda") or (isinstance(v, str) and re.fullmatch(r"cuda:\d+", v))
+    return None if ok else "must be one of: auto, cpu, cuda, cuda:<index>"
+
+
 def _sha256(v: Any) -> str | None:
     ok = v == "" or (isinstance(v, str) and re.fullmatch(r"[0-9a-fA-F]{64}", v))
     return None if ok else "must be empty or a 64-digit hexadecimal SHA-256"
@@ -122,9 +127,11 @@ SCHEMA: dict[str, Check] = {
     "train.class_weights.all": _weights_for("all"),
     "train.keep": _one_of("last", "best"),
     "train.threads": _int(0),
+    "train.device": _device,
     "train.channels_last": _boolean,
     "train.compile": _boolean,
     "train.reuse_memory": _boolean,
+    "train.precision": _one_of("fp32", "bf16", "auto"),
 }
 
 

@@ -29,12 +29,12 @@ def init_file(entry: str) -> Path:
 
 
 def features_dir(entry: str) -> Path:
-    """Cached frozen features of the entry's train and val images (init stage)."""
+    """Cached frozen features of the entry's train, val and test images (init stage)."""
     return FEATURES / entry
 
 
 def features_file(entry: str, part: str) -> Path:
-    """Frozen features of the train or val split, float32 .npy."""
+    """Frozen features of the train, val or test split, float32 .npy."""
     return features_dir(entry) / f"{part}.npy"
 
 
@@ -48,13 +48,13 @@ def training_record(entry: str) -> Path:
 
 
 def metrics_file(entry: str) -> Path:
-    """Test metrics on the protocol's test split (identical across reruns with the same params)."""
+    """Headline test metrics on the protocol's test split (the DVC metric)."""
     return METRICS / f"{entry}.json"
 
 
-def split_metrics_file(entry: str) -> Path:
-    """Test metrics on PublicTest, PrivateTest and both together."""
-    return METRICS / f"{entry}_by_split.json"
+def detail_file(entry: str) -> Path:
+    """All test metrics on PublicTest, PrivateTest and both, the reported split and weights."""
+    return METRICS / f"{entry}_detail.json"
 
 
 def history_file(entry: str) -> Path:

@@ -5,22 +5,40 @@ from __future__ import annotations
 import os
 import platform
 import random
+import resource
 from importlib import metadata
 
 import numpy as np
 import torch
 
+from ferpipe.errors import FerError
 
-def setup(threads: int, seed: int | None = None) -> torch.device:
+
+def setup(threads: int, seed: int | None = None, device: str = "auto") -> torch.device:
     """Fix the thread count (0 = all cores), seed every generator from one `seed` when given,
-    and pick CUDA when present."""
+    and pick the device (`train.device`)."""
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
     torch.set_num_threads(threads or os.cpu_count() or 1)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return choose_device(device)
+
+
+def choose_device(name: str, cuda_devices: int | None = None) -> torch.device:
+    """`auto`: the first CUDA device when there is one, else the CPU; `cpu`, `cuda` or
+    `cuda:N` as asked, refused when that GPU is not there. `cuda_devices` overrides the count
+    PyTorch sees (tests)."""
+    count = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+    if name == "auto":
+        return torch.device("cuda:0" if count else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise FerError(
+            f"train.device={name}: no such CUDA device (PyTorch sees {count}); use auto or cpu"
+        )
+    return device
 
 
 def environment(device: torch.device) -> dict[str, object]:
@@ -34,3 +52,8 @@ def environment(device: torch.device) -> dict[str, object]:
         else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
     }
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports ru_maxrss in KiB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)

@@ -8,10 +8,12 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from ferpipe import dataset, models, paths
 from ferpipe.errors import FerError
 
 
@@ -46,6 +48,27 @@ class Diverged(Exception):
         self.step, self.loss = step, loss
 
 
+def model_inputs(
+    model: models.FerModel, entry: str, parts: tuple[str, ...]
+) -> tuple[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """What to run and the (inputs, labels) of each split part: the model on images or, when its
+    features are frozen, its head on the features the init stage cached for every part."""
+    split = [dataset.load(paths.split_file(part)) for part in parts]
+    labels = [torch.from_numpy(s.labels) for s in split]
+    if model.frozen_features:
+        cached = [torch.from_numpy(np.load(paths.features_file(entry, p))) for p in parts]
+        return models.CachedFeatures(model), list(zip(cached, labels, strict=True))
+    return model, [(torch.from_numpy(s.pixels), y) for s, y in zip(split, labels, strict=True)]
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """One batch on `device`; to a GPU from pinned memory without blocking, so the copy of the
+    next batch overlaps this one's compute (the whole split never sits in GPU memory)."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
 def batches(n: int, batch_size: int, order: torch.Tensor | None = None):
     """Index tensors of consecutive batches over `order` (or 0..n-1)."""
     order = torch.arange(n) if order is None else order
@@ -70,7 +93,7 @@ def predict(
         total=len(pixels), desc=desc, unit="img", mininterval=1.0, disable=desc is None
     ) as bar:
         for idx in batches(len(pixels), batch_size):
-            out.append(forward(model.preprocess(pixels[idx].to(device))).cpu())
+            out.append(forward(model.preprocess(to_device(pixels[idx], device))).cpu())
             bar.update(len(idx))
     return torch.cat(out)
 
@@ -92,7 +115,7 @@ def train_one_epoch(
     order = torch.randperm(len(pixels), generator=generator)
     with tqdm(total=len(pixels), desc=desc, unit="img", mininterval=1.0, leave=False) as bar:
         for step, idx in enumerate(batches(len(pixels), batch_size, order), 1):
-            x, y = model.preprocess(pixels[idx].to(device)), labels[idx].to(device)
+            x, y = model.preprocess(to_device(pixels[idx], device)), to_device(labels[idx], device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(logits, y)
