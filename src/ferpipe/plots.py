@@ -32,7 +32,7 @@ def confusion_png(matrix: np.ndarray, classes: tuple[str, ...], title: str, path
         yticklabels=classes,
     )
     ax.set(xlabel="predicted", ylabel="actual", title=title)
-    _save(fig, path)
+    save_png(fig, path)
 
 
 def curves_png(history: pd.DataFrame, title: str, path: Path) -> None:
@@ -44,10 +44,11 @@ def curves_png(history: pd.DataFrame, title: str, path: Path) -> None:
         ax.set(xlabel="epoch", ylabel=what, title=f"{title}: {what}")
         ax.legend()
         ax.grid(alpha=0.3)
-    _save(fig, path)
+    save_png(fig, path)
 
 
-def _save(fig: plt.Figure, path: Path) -> None:
+def save_png(fig: plt.Figure, path: Path) -> None:
+    """Write `fig` atomically, with no software stamp (the same bytes on every run), and close it."""
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})

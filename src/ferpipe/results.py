@@ -22,16 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from ferpipe import dataset, params  # noqa: E402
-from ferpipe.errors import FerError, exits_cleanly  # noqa: E402
-from ferpipe.metrics import HEADLINE  # noqa: E402
+from ferpipe import dataset, params
+from ferpipe.errors import FerError, exits_cleanly
+from ferpipe.metrics import HEADLINE
+from ferpipe.plots import plt, save_png
 
 SAMPLE_SOURCE = "data/sample/fer2013_sample.zip"
 RUNS = Path("results/runs")
@@ -118,7 +115,8 @@ def exp_show() -> list[dict[str, Any]]:
         ["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True
     )
     if done.returncode:
-        raise FerError(f"dvc exp show failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise FerError(f"dvc exp show failed: {last}")
     return json.loads(done.stdout)
 
 
@@ -241,10 +239,7 @@ def picture(table: pd.DataFrame, path: Path) -> None:
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(loc="lower right")
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    with dataset.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
+    save_png(fig, path)
 
 
 def load_records(runs_dir: Path = RUNS) -> list[dict[str, Any]]:
