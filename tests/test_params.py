@@ -151,7 +151,7 @@ def test_params_are_read_the_way_dvc_reads_them(tmp_path):
     assert "lr: 1e-3" in text  # PyYAML (YAML 1.1) reads this as the string '1e-3'
     (tmp_path / "params.yaml").write_text(text)
     tree = params.read(tmp_path / "params.yaml")
-    assert tree["zoo"]["cnn"]["lr"] == 0.001
+    assert tree["zoo"]["resnet"]["lr"] == 0.001
     (tmp_path / "params.yaml").write_text(text + "seed: 1\n")
     with pytest.raises(FerError, match="not valid YAML"):  # a duplicate key, as DVC refuses it
         params.read(tmp_path / "params.yaml")
