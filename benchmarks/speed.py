@@ -57,7 +57,8 @@ from ferpipe import losses, models, params, runinfo, sources, training
 from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, IMAGE_SIZE, TASK_CLASSES, TRAIN_SPLIT
 from ferpipe.models.inputs import IMAGENET_MEAN, IMAGENET_STD
-from ferpipe.speed import Speed, adam
+from ferpipe.optim import adam
+from ferpipe.speed import Speed
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared/data/fer2013/fer2013.zip"
@@ -254,8 +255,9 @@ def ours_step(kind: str, data: Data, speed: Speed) -> Step:
 
     def step(n: int) -> int:
         pixels, labels = data.pixels[:n], data.labels[:n]
+        plan = training.Plan(epochs=1, batch_size=BATCH_SIZE, seed=SEED, name=f"ours {kind}")
         training.train_one_epoch(
-            model, loss_fn, optimizer, pixels, labels, BATCH_SIZE, generator, CPU, f"ours {kind}"
+            model, loss_fn, optimizer, (pixels, labels), plan, 1, generator, CPU
         )
         return len(pixels)
 
@@ -277,16 +279,9 @@ def pipeline_resnet_epoch(data: Data, settings: Settings, speed: Speed) -> float
     generator = torch.Generator().manual_seed(SEED)
 
     def step(k: int) -> int:
+        plan = training.Plan(epochs=1, batch_size=BATCH_SIZE, seed=SEED, name="head")
         training.train_one_epoch(
-            head,
-            loss_fn,
-            optimizer,
-            features[:k],
-            data.labels[:k],
-            BATCH_SIZE,
-            generator,
-            CPU,
-            "head",
+            head, loss_fn, optimizer, (features[:k], data.labels[:k]), plan, 1, generator, CPU
         )
         return k
 

@@ -43,9 +43,8 @@ def main(name: str) -> None:
     logits = training.predict(
         speed.model(runner, device), inputs, p["train.batch_size"], device, desc=f"test {name}"
     )
-    loss_fn = losses.make_loss(
-        p["loss"], p[f"train.class_weights.{p['task']}"], p["train.focal_gamma"]
-    )
+    train_labels = dataset.load(paths.split_file("train")).labels  # inverse-frequency weights
+    loss_fn = losses.for_entry(p, name, train_labels, classes)
     probs = logits.softmax(1).numpy()
 
     def scores_on(split: str) -> dict[str, object]:

@@ -1,4 +1,5 @@
-"""Stage train@<entry>: train one zoo entry on the task's train split, selecting on val.
+"""Stage train@<entry>: train one zoo entry by its recipe on the task's train split, selecting on
+val; also a picture of its augmented training images.
 
 Usage: python stages/train.py ENTRY
 """
@@ -7,10 +8,12 @@ import sys
 import time
 
 import pandas as pd
+import torch
 
-from ferpipe import dataset, losses, models, params, paths, runinfo, training
+from ferpipe import augment, dataset, models, params, paths, runinfo, training
 from ferpipe.errors import exits_cleanly
-from ferpipe.speed import Speed, adam
+from ferpipe.recipe import Recipe
+from ferpipe.speed import Speed
 
 
 @exits_cleanly
@@ -19,31 +22,32 @@ def main(name: str) -> None:
     start = time.perf_counter()
     speed = Speed.from_params(p)
     reusing_memory = speed.configure_allocator()
-    task, entry = p["task"], p[f"zoo.{name}"]
+    entry = p[f"zoo.{name}"]
     device = runinfo.setup(p["train.threads"], p["seed"], p["train.device"])
     model, checkpoint = models.load(paths.init_file(name))
     model = model.to(device)
+    classes = tuple(checkpoint["classes"])
     trainee, (train, val) = training.model_inputs(model, name, ("train", "val"))
-    trainee = speed.model(
-        trainee, device
-    )  # shares model's parameters, so model is what gets trained
-    loss_fn = losses.make_loss(p["loss"], p[f"train.class_weights.{task}"], p["train.focal_gamma"])
-    optimizer = adam(model.trainable(), entry["lr"], entry["weight_decay"])
-    schedule = training.Schedule(
-        entry["epochs"], p["train.batch_size"], p["seed"], p["train.keep"], name
-    )
+    recipe = Recipe.from_params(p, name, model, train[1].numpy(), classes)
+    trainee = speed.model(trainee, device)  # shares model's parameters: model is what trains
     history, kept, train_seconds = training.fit(
-        trainee, loss_fn, optimizer, train, val, schedule, device
+        trainee, recipe.loss_fn, recipe.optimisation(model), train, val, recipe.plan, device
     )
-    models.save(model, tuple(checkpoint["classes"]), paths.model_file(name))
+    models.save(model, classes, paths.model_file(name))
+    pixels = dataset.load(paths.split_file("train")).pixels  # images, also for cached features
+    augment.preview(
+        torch.from_numpy(pixels), [classes[i] for i in train[1]], recipe.augmentation,
+        paths.augmented_png(name),
+    )  # fmt: skip
     rows = pd.DataFrame(training.history_rows(history))
     with dataset.atomic_path(paths.history_file(name)) as tmp:
         rows.to_csv(tmp, index=False)
     wall = time.perf_counter() - start
-    ips = entry["epochs"] * len(train[0]) / train_seconds
+    ips = len(history) * len(train[0]) / train_seconds
     record = {
         "arch": model.arch,
         "epochs": entry["epochs"],
+        "epochs_run": len(history),
         "kept_epoch": kept,
         "val_accuracy": round(history[kept - 1].val_accuracy, 6),
         "weights": model.weights,
@@ -61,7 +65,7 @@ def main(name: str) -> None:
     }
     dataset.write_json(record, paths.training_record(name))
     print(
-        f"{name}: {entry['epochs']} epochs, validation accuracy "
+        f"{name}: {len(history)} of {entry['epochs']} epochs, validation accuracy "
         f"{history[kept - 1].val_accuracy:.2%} (epoch {kept} kept), wall time {wall:.1f} s, "
         f"{ips:.1f} images/s"
     )

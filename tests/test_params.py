@@ -4,7 +4,7 @@ import re
 import pytest
 import yaml
 
-from ferpipe import models, params
+from ferpipe import augment, models, optim, params
 from ferpipe.errors import FerError
 
 from .conftest import ROOT
@@ -91,6 +91,28 @@ def test_project_params_are_valid():
         ("train.compile", "off", "train.compile='off' must be true or false"),
         ("train.precision", "fp16", "train.precision='fp16' must be one of: fp32, bf16, auto"),
         ("train.device", "gpu", "train.device='gpu' must be one of: auto, cpu, cuda, cuda:<index>"),
+        ("split.folds", 0, "split.folds=0 must be a positive integer"),
+        ("zoo.cnn.backbone_lr", 0, "zoo.cnn.backbone_lr=0 must be null or a finite number > 0"),
+        ("zoo.cnn.optimizer", "adam", "zoo.cnn.optimizer='adam' must be a mapping with a name"),
+        ("zoo.cnn.schedule", {"every": 2}, "zoo.cnn.schedule={'every': 2} must be a mapping"),
+        ("zoo.cnn.early_stopping", -1, "zoo.cnn.early_stopping=-1 must be an integer >= 0"),
+        ("zoo.cnn.loss", "mse", "zoo.cnn.loss='mse' must be one of: shared, ce, focal"),
+        (
+            "zoo.cnn.class_weights",
+            "balanced",
+            "zoo.cnn.class_weights='balanced' must be one of: table, inverse_frequency, none",
+        ),
+        (
+            "zoo.cnn.label_smoothing",
+            1.0,
+            "zoo.cnn.label_smoothing=1.0 must be a number >= 0 and < 1",
+        ),
+        (
+            "zoo.cnn.augment",
+            "strong",
+            "zoo.cnn.augment='strong' is not a preset; use none or one of: seed001, seed002",
+        ),
+        ("augment", [], "augment must map preset names to presets"),
     ],
 )
 def test_bad_values_are_named_with_the_allowed_ones(key, value, message):
@@ -185,6 +207,10 @@ def test_non_finite_numbers_are_refused_for_every_numeric_key(key, index, bad):
         node[leaf][index] = bad
     with pytest.raises(FerError, match=re.escape(key)):
         params.validate(tree)
+        # Options with arguments are checked by their registries, in the train stage.
+        augment.check_presets(tree["augment"])
+        for name, entry in tree["zoo"].items():
+            optim.check(entry, name)
 
 
 def test_non_finite_architecture_arguments_are_refused():

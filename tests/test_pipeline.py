@@ -38,7 +38,8 @@ SAMPLE_NAMES = zipfile.ZipFile(ROOT / "data/sample/fer2013_sample.zip").namelist
 SAMPLE_IMAGES = len(SAMPLE_NAMES)
 PER_SPLIT = sum(n.startswith("test/angry/PublicTest_") for n in SAMPLE_NAMES)  # per emotion
 TEST = 4 * PER_SPLIT  # multiclass images in each of PublicTest and PrivateTest
-MODEL_STAGES = ("init", "train", "evaluate", "plot")
+MODEL_STAGES = ("init", "train", "crossval", "evaluate", "plot")
+TRAINING = ("train", "crossval", "evaluate", "plot")  # what a training setting re-runs
 DATA_STAGES = {"download", "validate", "balance", "denoise", "split"}
 ALL_STAGES = DATA_STAGES | {f"{s}@{m}" for s in MODEL_STAGES for m in ("cnn", "resnet")}
 RESULTS = ["metrics/data_quality.json"] + [
@@ -131,12 +132,13 @@ def test_repro_writes_metrics_predictions_and_plots(project):
         assert training["channels_last"] is True and training["compiled"] is False
         assert training["versions"]["torch"]
         history = (project / f"plots/{name}/history.csv").read_text().splitlines()
-        assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy"
+        assert history[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr"
         assert len(history) == 2
         predictions = (project / f"plots/{name}/predictions.csv").read_text().splitlines()
         assert predictions[0].startswith("id,actual,predicted,p_angry")
         assert len(predictions) == 2 * TEST + 1
-        for png in ("confusion.png", "curves.png"):
+        assert json.loads((project / f"metrics/{name}_crossval.json").read_text()) == {}  # off
+        for png in ("confusion.png", "curves.png", "augmented.png"):
             assert (project / f"plots/{name}/{png}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((project / "metrics/resnet_detail.json").read_text())["weights"] == "none"
     assert json.loads((project / "metrics/resnet_training.json").read_text())["features_cached"]
@@ -146,7 +148,7 @@ def test_repro_writes_metrics_predictions_and_plots(project):
     shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {
         f"plots/{m}/{f}" for m in ("cnn", "resnet")
-        for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png")
+        for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png", "augmented.png")
     } == set(shown)  # fmt: skip
 
 
@@ -163,7 +165,7 @@ def test_evaluate_of_a_frozen_trunk_gives_the_whole_networks_numbers(project):
 
 def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "loss=focal").stdout
-    assert stages_run(out) == stages_of("cnn", "resnet", stages=("train", "evaluate", "plot"))
+    assert stages_run(out) == stages_of("cnn", "resnet", stages=TRAINING)
     for stage in DATA_STAGES | stages_of("cnn", "resnet", stages=("init",)):
         assert f"Stage '{stage}' didn't change, skipping" in out
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
@@ -173,7 +175,8 @@ def test_changing_loss_reruns_only_training_evaluation_and_plots(clean):
     (exp,) = shown[1]["experiments"]
     metrics = exp["revs"][0]["data"]["metrics"]
     assert {f: sorted(m["data"]) for f, m in metrics.items()} == {
-        "metrics/cnn.json": sorted(HEADLINE), "metrics/resnet.json": sorted(HEADLINE)
+        "metrics/cnn.json": sorted(HEADLINE), "metrics/resnet.json": sorted(HEADLINE),
+        "metrics/cnn_crossval.json": [], "metrics/resnet_crossval.json": [],
     }  # fmt: skip
 
 
@@ -215,7 +218,7 @@ def test_results_records_experiments_and_builds_the_table(clean, tmp_path):
 
 def test_changing_one_entry_reruns_only_that_entrys_stages(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "zoo.resnet.epochs=2").stdout
-    assert stages_run(out) == stages_of("resnet", stages=("train", "evaluate", "plot"))
+    assert stages_run(out) == stages_of("resnet", stages=TRAINING)
     history = (clean / "plots/resnet/history.csv").read_text().splitlines()
     assert len(history) == 3
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
@@ -261,7 +264,28 @@ def test_seven_classes_select_on_public_test_and_report_private_test(clean):
     record = json.loads((clean / "metrics/seed001_m1_training.json").read_text())
     assert record["train_images"] == 7 * 24  # the whole capped training pool: nothing held out
     history = pd.read_csv(clean / "plots/seed001_m1/history.csv")
-    assert record["kept_epoch"] == history["val_accuracy"].idxmax() + 1  # selected on PublicTest
+    # seed 001's recipe stops early on the validation loss: the epoch kept is PublicTest's lowest
+    assert record["kept_epoch"] == history["val_loss"].idxmin() + 1
+
+
+def test_cross_validation_trains_each_fold_by_the_recipe_and_shows_the_mean(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "models=[seed002]", "-S", "split.folds=2",
+              "-S", "zoo.seed002.epochs=2").stdout  # fmt: skip
+    assert stages_of("seed002") <= stages_run(out)
+    summary = json.loads((clean / "metrics/seed002_crossval.json").read_text())
+    assert summary["folds"] == 2 and len(summary["per_fold"]) == 2
+    for figure in ("val_accuracy", "macro_f1", "val_loss", "kept_epoch"):
+        values = [fold[figure] for fold in summary["per_fold"]]
+        assert summary["mean"][figure] == pytest.approx(np.mean(values), abs=1e-6)
+        assert summary["std"][figure] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+    assert all(fold["kept_epoch"] == 2 for fold in summary["per_fold"])  # keep last
+    shown = json.loads(run(clean, "dvc", "exp", "show", "--json").stdout)
+    crossvals = [exp["revs"][0]["data"]["metrics"].get("metrics/seed002_crossval.json")
+                 for exp in shown[1]["experiments"]]  # fmt: skip
+    assert summary["mean"] in [c["data"]["mean"] for c in crossvals if c]
+    history = pd.read_csv(clean / "plots/seed002/history.csv")
+    assert list(history["lr"]) == [0.01, 0.01]  # seed 002: Adam at 0.01, no schedule
+    assert (clean / "plots/seed002/augmented.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_forced_repro_reproduces_every_result_byte_for_byte(clean):

@@ -58,6 +58,18 @@ def test_split_is_stratified_disjoint_and_keeps_test_apart():
     assert set(prepare.split(data, 0.2, 1)["val"].ids) != set(parts["val"].ids)
 
 
+def test_folds_are_stratified_disjoint_cover_the_pool_and_follow_the_seed():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    folds = prepare.folds(labels, 5, seed=0)
+    joined = np.concatenate(folds)
+    assert len(joined) == len(labels) and set(joined) == set(range(len(labels)))  # disjoint, cover
+    assert all(np.bincount(labels[f]).tolist() == [10, 6, 4] for f in folds)  # stratified
+    assert all((a == b).all() for a, b in zip(folds, prepare.folds(labels, 5, 0), strict=True))
+    assert any((a != b).any() for a, b in zip(folds, prepare.folds(labels, 5, 1), strict=True))
+    with pytest.raises(FerError, match="split.folds=200: cannot fold 100 training images"):
+        prepare.folds(labels, 200, 0)
+
+
 def test_drop_duplicates_keeps_the_first_copy_and_removes_leaked_test_images(images):
     px = images.pixels.copy()
     train, test = (

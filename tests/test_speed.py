@@ -10,7 +10,8 @@ from torch._dynamo.utils import counters
 
 from ferpipe import losses, models, training
 from ferpipe import speed as speed_module
-from ferpipe.speed import Speed, adam
+from ferpipe.optim import Optimisation, adam
+from ferpipe.speed import Speed
 
 from .test_training import _toy
 
@@ -34,9 +35,9 @@ def _fit(
     )
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     trainee = speed.model(model, CPU)
-    schedule = training.Schedule(epochs=2, batch_size=16, seed=0)
+    plan = training.Plan(epochs=2, batch_size=16, seed=0)
     history, _, _ = training.fit(
-        trainee, loss_fn, optimizer, _toy(), _toy(32, seed=1), schedule, CPU
+        trainee, loss_fn, Optimisation(optimizer, None), _toy(), _toy(32, seed=1), plan, CPU
     )
     return history
 
@@ -104,7 +105,8 @@ PAGE_FAULTS = """
 import resource, sys, torch
 from ferpipe import models
 from ferpipe import speed as speed_module
-from ferpipe.speed import Speed, adam
+from ferpipe.optim import adam
+from ferpipe.speed import Speed
 print(Speed(reuse_memory=sys.argv[1] == "on").configure_allocator())
 model = models.build("study_cnn", 4)
 optimizer = adam(model.parameters(), 1e-3, 0)
@@ -159,10 +161,11 @@ def test_bf16_training_is_deterministic_and_close_to_fp32():
     def fit(precision: str) -> list[training.EpochRecord]:
         torch.manual_seed(0)
         model = models.build("block_cnn", 2, **models.architecture("block_cnn").tiny)
-        schedule = training.Schedule(epochs=2, batch_size=16, seed=0)
+        plan = training.Plan(epochs=2, batch_size=16, seed=0)
         trainee = Speed(precision=precision).model(model, CPU)
-        optimizer, loss_fn = adam(model.parameters(), 1e-3, 0), losses.make_loss("ce", [1, 1], 0)
-        return training.fit(trainee, loss_fn, optimizer, _toy(), _toy(32, 1), schedule, CPU)[0]
+        optimizer = Optimisation(adam(model.parameters(), 1e-3, 0), None)
+        loss_fn = losses.make_loss("ce", [1, 1], 0)
+        return training.fit(trainee, loss_fn, optimizer, _toy(), _toy(32, 1), plan, CPU)[0]
 
     bf16 = fit("bf16")
     assert bf16 == fit("bf16") and bf16 != fit("fp32")

@@ -3,6 +3,7 @@ import torch
 
 from ferpipe import losses, models, runinfo, training
 from ferpipe.errors import FerError
+from ferpipe.optim import Optimisation
 
 
 def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -14,18 +15,19 @@ def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return (base + noise).clamp(0, 255).to(torch.uint8), labels
 
 
-def _fit(epochs: int, keep: str = "last", seed: int = 0):
+def _fit(epochs: int, keep: str = "last", seed: int = 0, patience: int = 0, step_every: int = 0):
     torch.manual_seed(seed)
     model = models.build("study_cnn", 2)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_every, 0.5) if step_every else None
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     history, kept, seconds = training.fit(
         model,
         loss_fn,
-        optimizer,
+        Optimisation(optimizer, scheduler),
         _toy(),
         _toy(32, seed=1),
-        training.Schedule(epochs, batch_size=16, seed=seed, keep=keep),
+        training.Plan(epochs, batch_size=16, seed=seed, keep=keep, patience=patience),
         torch.device("cpu"),
     )
     return model, history, kept, seconds
@@ -47,22 +49,41 @@ def test_fit_is_deterministic():
 
 
 def test_keep_best_restores_the_best_validation_epoch(monkeypatch):
-    right = iter([8, 24, 16])  # correct validation answers out of 32, per epoch
-    snapshots = []
+    snapshots = _scripted_validation(monkeypatch, [8, 24, 16])
+    model, history, kept, _ = _fit(epochs=3, keep="best")
+    assert [r.val_accuracy for r in history] == [0.25, 0.75, 0.5]
+    assert kept == 2
+    assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+
+
+def _scripted_validation(monkeypatch, right: list[int]) -> list[dict]:
+    """Make `fit`'s validation answer right[e] of 32 images correctly at epoch e (fewer right:
+    a higher loss); returns the weights seen at each validation."""
+    answers, snapshots = iter(right), []
 
     def scripted_predict(model, pixels, batch_size, device):
         snapshots.append({k: v.clone() for k, v in model.state_dict().items()})
         labels = _toy(32, seed=1)[1]
         logits = torch.nn.functional.one_hot(labels, 2).float()
-        n = next(right)
+        n = next(answers)
         logits[n:] = logits[n:].flip(1)
         return logits
 
     monkeypatch.setattr(training, "predict", scripted_predict)
-    model, history, kept, _ = _fit(epochs=3, keep="best")
-    assert [r.val_accuracy for r in history] == [0.25, 0.75, 0.5]
-    assert kept == 2
+    return snapshots
+
+
+def test_early_stopping_stops_after_patience_and_restores_the_lowest_validation_loss(monkeypatch):
+    snapshots = _scripted_validation(monkeypatch, [8, 24, 16, 12, 30, 30])
+    model, history, kept, _ = _fit(epochs=6, patience=2)
+    assert len(history) == 4 and kept == 2  # epochs 3 and 4 did not beat epoch 2's loss
+    assert history[1].val_loss == min(r.val_loss for r in history)
     assert all(torch.equal(v, snapshots[1][k]) for k, v in model.state_dict().items())
+
+
+def test_history_records_each_epochs_learning_rate():
+    _, history, _, _ = _fit(epochs=3, step_every=2)
+    assert [r.lr for r in history] == pytest.approx([1e-4, 1e-4, 5e-5])
 
 
 def test_training_that_diverges_stops_at_once_naming_model_epoch_step_and_learning_rate():
@@ -81,8 +102,8 @@ def test_training_that_diverges_stops_at_once_naming_model_epoch_step_and_learni
     optimizer = torch.optim.Adam(model.parameters(), lr=0.5)
     with pytest.raises(FerError) as refused:
         training.fit(
-            model, Diverging(), optimizer, _toy(), _toy(32, seed=1),
-            training.Schedule(2, batch_size=16, seed=0, name="cnn"), torch.device("cpu"),
+            model, Diverging(), Optimisation(optimizer, None), _toy(), _toy(32, seed=1),
+            training.Plan(2, batch_size=16, seed=0, name="cnn"), torch.device("cpu"),
         )  # fmt: skip
     assert str(refused.value) == (
         "training cnn diverged: loss nan at step 3 of epoch 1; nothing was written - lower its "

@@ -101,17 +101,36 @@ def _text(v: Any) -> str | None:
     return None if isinstance(v, str) and v.strip() else "must be a non-empty string"
 
 
+def _option(v: Any) -> str | None:
+    ok = isinstance(v, Mapping) and isinstance(v.get("name"), str)
+    return None if ok else "must be a mapping with a name and its arguments, e.g. {name: adam}"
+
+
+def _rate_or_null(v: Any) -> str | None:
+    return None if v is None or (finite(v) and v > 0) else "must be null or a finite number > 0"
+
+
+def _smoothing(v: Any) -> str | None:
+    return None if finite(v) and 0 <= v < 1 else "must be a number >= 0 and < 1"
+
+
 def _entry_names(v: Any) -> str | None:
     ok = isinstance(v, list) and v and all(isinstance(n, str) for n in v) and len(set(v)) == len(v)
     return None if ok else "must be a non-empty list of distinct zoo entry names"
 
+
+# The names ferpipe.losses builds, here so that the data stages validate them without torch.
+LOSSES = ("ce", "focal")  # class-weighted cross-entropy | class-weighted focal loss
+# Class weights: train.class_weights' row for the task (seed 000), inverse class frequency in the
+# training split (seeds 001, 002), or all ones.
+CLASS_WEIGHTS = ("table", "inverse_frequency", "none")
 
 # Every key outside `zoo`; the zoo's entries are checked by ENTRY (and their args by the registry,
 # in the stages that build models).
 SCHEMA: dict[str, Check] = {
     "seed": _int(0),
     "task": _one_of(*TASK_CLASSES),
-    "loss": _one_of("ce", "focal"),
+    "loss": _one_of(*LOSSES),
     "models": _entry_names,
     "data.source": _text,
     "data.sha256": _sha256,
@@ -120,6 +139,7 @@ SCHEMA: dict[str, Check] = {
     "denoise.kernel_size": _odd_kernel,
     "split.validation": _one_of("holdout", "publictest"),
     "split.val_fraction": _fraction,
+    "split.folds": _int(1),
     "train.batch_size": _int(1),
     "train.focal_gamma": _number(0, strict=False),
     "train.class_weights.binary": _weights_for("binary"),
@@ -140,7 +160,15 @@ ENTRY: dict[str, Check] = {
     "arch": _text,
     "epochs": _int(1),
     "lr": _number(0, strict=True),
+    "backbone_lr": _rate_or_null,
     "weight_decay": _number(0, strict=False),
+    "optimizer": _option,  # name and arguments: checked by ferpipe.optim in the train stage
+    "schedule": _option,
+    "early_stopping": _int(0),
+    "loss": _one_of("shared", *LOSSES),
+    "class_weights": _one_of(*CLASS_WEIGHTS),
+    "label_smoothing": _smoothing,
+    "augment": _text,  # `none` or a preset of `augment`: checked below, its transforms in train
 }
 
 
@@ -171,7 +199,16 @@ def validate(tree: Mapping[str, Any], source: str = "params.yaml") -> None:
             raise FerError(
                 f"{source}: zoo.{name}.args must be a mapping of the architecture's arguments"
             )
-    _check(flatten({k: v for k, v in tree.items() if k != "zoo"}), SCHEMA, source)
+    presets = tree.get("augment")
+    if not isinstance(presets, Mapping):
+        raise FerError(f"{source}: augment must map preset names to presets (see README, Recipes)")
+    for name, entry in zoo.items():
+        if entry["augment"] != "none" and entry["augment"] not in presets:
+            raise FerError(
+                f"{source}: zoo.{name}.augment={entry['augment']!r} is not a preset; use none or "
+                f"one of: {', '.join(presets)}"
+            )
+    _check(flatten({k: v for k, v in tree.items() if k not in ("zoo", "augment")}), SCHEMA, source)
     unknown = [name for name in tree["models"] if name not in zoo]
     if unknown:
         raise FerError(

@@ -71,3 +71,11 @@ def confusion_png(entry: str) -> Path:
 
 def curves_png(entry: str) -> Path:
     return PLOTS / entry / "curves.png"
+
+
+def augmented_png(entry: str) -> Path:
+    return PLOTS / entry / "augmented.png"
+
+
+def crossval_file(entry: str) -> Path:
+    return METRICS / f"{entry}_crossval.json"

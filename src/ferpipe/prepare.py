@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ferpipe.dataset import Images, duplicate_groups
 from ferpipe.errors import FerError
@@ -123,3 +123,15 @@ def split(
         "val": images.subset(np.sort(val)),
         "test": images.subset(test),
     }
+
+
+def folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """`k` stratified folds (scikit-learn's StratifiedKFold, shuffled with `seed`) of the images
+    labelled `labels`: disjoint, covering every image. Returns each fold's sorted indices."""
+    try:
+        splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+        return [np.sort(held) for _, held in splitter.split(np.zeros(len(labels)), labels)]
+    except ValueError as exc:
+        raise FerError(
+            f"split.folds={k}: cannot fold {len(labels)} training images: {exc}"
+        ) from None

@@ -153,6 +153,8 @@ def changes(flat: Mapping[str, Any], defaults: Mapping[str, Any], entry: str) ->
             return key.startswith(f"zoo.{entry}.") and not key.startswith(
                 f"zoo.{entry}.args.weights"
             )
+        if key.startswith("augment."):  # only the preset the entry uses
+            return key.startswith(f"augment.{flat.get(f'zoo.{entry}.augment')}.")
         weights = "train.class_weights."
         return not key.startswith(weights) or key == weights + flat["task"]
 

@@ -15,28 +15,34 @@ from tqdm import tqdm
 
 from ferpipe import dataset, models, paths
 from ferpipe.errors import FerError
+from ferpipe.optim import Optimisation
 
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """One row of the training history (seed 000's columns plus validation loss)."""
+    """One row of the training history (seed 000's columns, validation loss, learning rate)."""
 
     epoch: int
     train_loss: float
     train_accuracy: float
     val_loss: float
     val_accuracy: float
+    lr: float
 
 
 @dataclass(frozen=True)
-class Schedule:
-    """How `fit` trains: epochs, batch size, the shuffling seed, and the weights kept (last
-    epoch's, or the best validation epoch's); `name` labels the progress output."""
+class Plan:
+    """How `fit` trains: epochs, batch size, the shuffling seed, the weights kept (last epoch's,
+    or the best validation accuracy's), early stopping (stop after `patience` epochs without a
+    lower validation loss and keep the lowest's weights; 0 = off), the augmentation of the
+    training batches (`augment(batch, epoch)`), and `name` for the progress output."""
 
     epochs: int
     batch_size: int
     seed: int
     keep: str = "last"
+    patience: int = 0
+    augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None
     name: str = "model"
 
 
@@ -56,9 +62,15 @@ def model_inputs(
     split = [dataset.load(paths.split_file(part)) for part in parts]
     labels = [torch.from_numpy(s.labels) for s in split]
     if model.frozen_features:
-        cached = [torch.from_numpy(np.load(paths.features_file(entry, p))) for p in parts]
-        return models.CachedFeatures(model), list(zip(cached, labels, strict=True))
-    return model, [(torch.from_numpy(s.pixels), y) for s, y in zip(split, labels, strict=True)]
+        inputs = [torch.from_numpy(np.load(paths.features_file(entry, p))) for p in parts]
+    else:
+        inputs = [torch.from_numpy(s.pixels) for s in split]
+    return runner(model), list(zip(inputs, labels, strict=True))
+
+
+def runner(model: models.FerModel) -> nn.Module:
+    """What runs on `model_inputs`: its head alone when its features are cached, else itself."""
+    return models.CachedFeatures(model) if model.frozen_features else model
 
 
 def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -102,20 +114,22 @@ def train_one_epoch(
     model: nn.Module,
     loss_fn: nn.Module,
     optimizer: torch.optim.Optimizer,
-    pixels: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int,
+    train: tuple[torch.Tensor, torch.Tensor],
+    plan: Plan,
+    epoch: int,
     generator: torch.Generator,
     device: torch.device,
-    desc: str,
 ) -> tuple[float, float]:
-    """One pass over the shuffled training set; returns (mean loss, accuracy)."""
+    """One pass over the shuffled (and augmented) training set; returns (mean loss, accuracy)."""
     model.train()
+    pixels, labels = train
     total_loss, correct = 0.0, 0
     order = torch.randperm(len(pixels), generator=generator)
+    desc = f"{plan.name} {epoch}/{plan.epochs}"
     with tqdm(total=len(pixels), desc=desc, unit="img", mininterval=1.0, leave=False) as bar:
-        for step, idx in enumerate(batches(len(pixels), batch_size, order), 1):
-            x, y = model.preprocess(to_device(pixels[idx], device)), to_device(labels[idx], device)
+        for step, idx in enumerate(batches(len(pixels), plan.batch_size, order), 1):
+            batch = pixels[idx] if plan.augment is None else plan.augment(pixels[idx], epoch)
+            x, y = model.preprocess(to_device(batch, device)), to_device(labels[idx], device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(logits, y)
@@ -131,58 +145,81 @@ def train_one_epoch(
     return total_loss / len(pixels), correct / len(pixels)
 
 
+@dataclass
+class _Keeper:
+    """The weights `fit` leaves in the model: the last epoch's, the best validation accuracy's
+    (keep best) or, with early stopping, the lowest validation loss's."""
+
+    plan: Plan
+    epoch: int = 0
+    score: float = -math.inf
+    state: dict | None = None
+    waited: int = 0
+
+    def update(self, model: nn.Module, record: EpochRecord) -> bool:
+        """Note this epoch; True when early stopping says to stop."""
+        by_loss = self.plan.patience > 0
+        if by_loss or self.plan.keep == "best":
+            score = -record.val_loss if by_loss else record.val_accuracy
+            if score > self.score:
+                self.epoch, self.score, self.waited = record.epoch, score, 0
+                self.state = copy.deepcopy(model.state_dict())
+                return False
+            self.waited += 1
+            return by_loss and self.waited >= self.plan.patience
+        self.epoch = record.epoch
+        return False
+
+
 def fit(
     model: nn.Module,
     loss_fn: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    optimisation: Optimisation,
     train: tuple[torch.Tensor, torch.Tensor],
     val: tuple[torch.Tensor, torch.Tensor],
-    schedule: Schedule,
+    plan: Plan,
     device: torch.device,
 ) -> tuple[list[EpochRecord], int, float]:
-    """Train as `schedule` says; leave in `model` the last epoch's weights, or the best
-    validation epoch's when keep == "best". Returns the history, the 1-based epoch kept and the
-    seconds spent in training steps (validation excluded)."""
-    epochs, name = schedule.epochs, schedule.name
-    generator = torch.Generator().manual_seed(schedule.seed)
+    """Train as `plan` says, stepping the learning-rate schedule after each epoch's validation;
+    leave in `model` the weights kept (see `_Keeper`). Returns the history (the epochs run), the
+    1-based epoch kept and the seconds spent in training steps (validation excluded)."""
+    generator = torch.Generator().manual_seed(plan.seed)
     loss_fn = loss_fn.to(device)
     history: list[EpochRecord] = []
-    best_state, best_epoch, best_acc = None, epochs, -1.0
+    keeper = _Keeper(plan)
     train_seconds = 0.0
-    for epoch in range(1, epochs + 1):
+    for epoch in range(1, plan.epochs + 1):
+        lr = optimisation.lr
         start = time.perf_counter()
         try:
             train_loss, train_acc = train_one_epoch(
-                model,
-                loss_fn,
-                optimizer,
-                *train,
-                schedule.batch_size,
-                generator,
-                device,
-                f"{name} {epoch}/{epochs}",
+                model, loss_fn, optimisation.optimizer, train, plan, epoch, generator, device
             )
         except Diverged as exc:
-            lr = optimizer.param_groups[0]["lr"]
             raise FerError(
-                f"training {name} diverged: {exc} of epoch {epoch}; nothing was written - lower "
-                f"its learning rate (zoo.{name}.lr, now {lr:g}; try {lr / 10:g})"
+                f"training {plan.name} diverged: {exc} of epoch {epoch}; nothing was written - "
+                f"lower its learning rate (zoo.{plan.name}.lr, now {lr:g}; try {lr / 10:g})"
             ) from None
         seconds = time.perf_counter() - start
         train_seconds += seconds
-        logits = predict(model, val[0], schedule.batch_size, device)
+        logits = predict(model, val[0], plan.batch_size, device)
         val_loss = loss_fn(logits.to(device), val[1].to(device)).item()
         val_acc = (logits.argmax(1) == val[1]).float().mean().item()
-        history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc))
+        history.append(EpochRecord(epoch, train_loss, train_acc, val_loss, val_acc, lr))
         tqdm.write(
-            f"{name} epoch {epoch}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2%}, "
-            f"val loss {val_loss:.4f} acc {val_acc:.2%}, {len(train[0]) / seconds:.1f} images/s"
+            f"{plan.name} epoch {epoch}/{plan.epochs}: train loss {train_loss:.4f} acc "
+            f"{train_acc:.2%}, val loss {val_loss:.4f} acc {val_acc:.2%}, lr {lr:.3g}, "
+            f"{len(train[0]) / seconds:.1f} images/s"
         )
-        if schedule.keep == "best" and val_acc > best_acc:
-            best_state, best_epoch, best_acc = copy.deepcopy(model.state_dict()), epoch, val_acc
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return history, best_epoch, train_seconds
+        if keeper.update(model, history[-1]):
+            tqdm.write(
+                f"{plan.name}: early stop, no lower validation loss for {plan.patience} epochs"
+            )
+            break
+        optimisation.end_epoch(val_loss)
+    if keeper.state is not None:
+        model.load_state_dict(keeper.state)
+    return history, keeper.epoch, train_seconds
 
 
 def history_rows(history: list[EpochRecord]) -> list[dict[str, float]]:

@@ -7,13 +7,9 @@ name and arguments, so a checkpoint rebuilds it on its own (`save` / `load`).
 
 from __future__ import annotations
 
-import inspect
-import math
 import pickle
 import re
-import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +17,7 @@ import torch
 from torch import nn
 
 from ferpipe.errors import FerError
+from ferpipe.registry import Entry, Registry
 
 
 class FerModel(nn.Module):
@@ -59,6 +56,11 @@ class FerModel(nn.Module):
         """The parameters an optimiser updates (frozen layers have requires_grad False)."""
         return [w for w in self.parameters() if w.requires_grad]
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The classifier's parameters: what a pretrained backbone lacks, trained at the entry's
+        `lr` when `backbone_lr` gives the rest another rate."""
+        raise NotImplementedError
+
 
 class BodyAndClassifier(FerModel):
     """A model made of a convolutional `body` (its features) and a `classifier` (its head)."""
@@ -71,6 +73,9 @@ class BodyAndClassifier(FerModel):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         return self.classifier(features)
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.classifier.parameters())
 
 
 class CachedFeatures(nn.Module):
@@ -88,96 +93,14 @@ class CachedFeatures(nn.Module):
         return self.model.head(features)
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A registered builder, the arguments fixed for this name, and small arguments for tests."""
-
-    name: str
-    builder: Callable[..., FerModel]
-    fixed: Mapping[str, Any] = field(default_factory=dict)
-    tiny: Mapping[str, Any] = field(default_factory=dict)
-
-    def parameters(self) -> dict[str, inspect.Parameter]:
-        """The arguments a params.yaml entry may set, with their defaults."""
-        signature = inspect.signature(self.builder)
-        return {
-            name: p
-            for name, p in signature.parameters.items()
-            if name not in ("self", "num_classes", *self.fixed)
-        }
-
-
-_ZOO: dict[str, Architecture] = {}
-
-
-def register(
-    name: str, *, fixed: Mapping[str, Any] | None = None, tiny: Mapping[str, Any] | None = None
-) -> Callable[[Callable[..., FerModel]], Callable[..., FerModel]]:
-    """Register a builder under `name`; `fixed` arguments make one builder several architectures
-    (resnet18 and resnet50), `tiny` ones make it small enough for a quick test."""
-
-    def decorator(builder: Callable[..., FerModel]) -> Callable[..., FerModel]:
-        if name in _ZOO:
-            raise ValueError(f"architecture {name!r} is registered twice")
-        _ZOO[name] = Architecture(name, builder, dict(fixed or {}), dict(tiny or {}))
-        return builder
-
-    return decorator
-
-
-def names() -> list[str]:
-    return sorted(_ZOO)
-
-
-def architecture(name: str) -> Architecture:
-    if name not in _ZOO:
-        raise FerError(f"architecture {name!r} is unknown; use one of: {', '.join(names())}")
-    return _ZOO[name]
-
-
-def check_args(name: str, args: Mapping[str, Any], where: str = "args") -> None:
-    """Refuse arguments `name` does not take, or values of the wrong type, naming the key."""
-    arch = architecture(name)
-    allowed = arch.parameters()
-    builder = arch.builder.__init__ if inspect.isclass(arch.builder) else arch.builder
-    hints = typing.get_type_hints(builder)
-    for key, value in args.items():
-        if key not in allowed:
-            raise FerError(
-                f"{where}.{key}: {name} takes no argument {key!r}; "
-                f"it takes: {', '.join(allowed) or 'none'}"
-            )
-        problem = _type_problem(value, hints.get(key, Any))
-        if problem:
-            raise FerError(f"{where}.{key}={value!r} {problem}")
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """None when `value` fits the type hint (bool, int, float, str, Literal, list[...])."""
-    origin, inner = typing.get_origin(hint), typing.get_args(hint)
-    if hint is Any:
-        return None
-    if origin is typing.Literal:
-        return None if value in inner else f"must be one of: {', '.join(map(str, inner))}"
-    if origin is list:
-        if not isinstance(value, list):
-            return f"must be a list of {inner[0].__name__}"
-        problems = [_type_problem(v, inner[0]) for v in value]
-        return next((f"must be a list whose items {p}" for p in problems if p), None)
-    if hint is bool:
-        return None if isinstance(value, bool) else "must be true or false"
-    if hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return None if ok and math.isfinite(value) else "must be a finite number"
-    ok = isinstance(value, hint) and not isinstance(value, bool)
-    return None if ok else f"must be of type {hint.__name__}"
+ZOO = Registry("architecture", supplied=("num_classes",))
+Architecture = Entry  # a registered architecture: builder, fixed and tiny arguments
+register, names, architecture, check_args = ZOO.register, ZOO.names, ZOO.get, ZOO.check_args
 
 
 def build(name: str, num_classes: int, **args: Any) -> FerModel:
     """The architecture `name` for `num_classes` classes, with `args` from its zoo entry."""
-    arch = architecture(name)
-    check_args(name, args)
-    model = arch.builder(num_classes, **arch.fixed, **args)
+    model = ZOO.build(name, num_classes, **args)
     model.arch, model.args = name, dict(args)
     return model
 

@@ -83,6 +83,9 @@ class ResNet(FerModel):
             x = torch.flatten(self.net.avgpool(self._run(x, BACKBONE[self.split :])), 1)
         return self.net.fc(x)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.fc.parameters())  # with keep_fc, ImageNet's fc counts as head
+
     @property
     def frozen_features(self) -> bool:
         return self.freeze_bn and self.split < len(BACKBONE)
