@@ -37,8 +37,10 @@ def test_forward_and_backward_on_a_batch_of_its_own_input(name):
     model = tiny(name).train()
     x = model.preprocess(faces())
     assert x.dtype == torch.float32 and x.shape[0] == 4 and x.ndim == 4
-    loss = torch.nn.functional.cross_entropy(model(x), torch.arange(4))
-    loss.backward()
+    labels = torch.arange(4)
+    loss = torch.nn.functional.cross_entropy(model(x), labels)
+    extra = model.auxiliary_loss(labels)  # DACL's sparse center loss trains its attention
+    (loss if extra is None else loss + extra).backward()
     trainable = model.trainable()
     assert trainable and all(w.grad is not None for w in trainable)
     assert all(w.grad is None for w in model.parameters() if not w.requires_grad)
@@ -208,6 +210,13 @@ def test_weights_from_a_local_file_and_bad_files_refused(tmp_path):
     assert model.weights.startswith("file mine.pth sha256:")
     with pytest.raises(FerError, match="no such file"):
         models.build("resnet18", 2, weights=str(tmp_path / "missing.pth"))
+    faces = {f"module.{k}": v for k, v in state.items()} | {  # MS-Celeb-1M style: 8631 identities
+        "module.fc.weight": torch.zeros(8631, 512),
+        "module.fc.bias": torch.zeros(8631),
+    }
+    torch.save({"state_dict": faces}, tmp_path / "msceleb.pth")
+    model = models.build("resnet18", 2, weights=str(tmp_path / "msceleb.pth"), image_size=32)
+    assert torch.equal(model.net.layer4[1].conv2.weight, state["layer4.1.conv2.weight"])
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "junk.pth")
     with pytest.raises(FerError, match="not a resnet18 state dict"):
         models.build("resnet18", 2, weights=str(tmp_path / "junk.pth"))

@@ -38,8 +38,8 @@ SAMPLE_NAMES = zipfile.ZipFile(ROOT / "data/sample/fer2013_sample.zip").namelist
 SAMPLE_IMAGES = len(SAMPLE_NAMES)
 PER_SPLIT = sum(n.startswith("test/angry/PublicTest_") for n in SAMPLE_NAMES)  # per emotion
 TEST = 4 * PER_SPLIT  # multiclass images in each of PublicTest and PrivateTest
-MODEL_STAGES = ("init", "train", "crossval", "evaluate", "plot")
-TRAINING = ("train", "crossval", "evaluate", "plot")  # what a training setting re-runs
+MODEL_STAGES = ("init", "train", "crossval", "evaluate", "plot", "explain")
+TRAINING = ("train", "crossval", "evaluate", "plot", "explain")  # what training settings re-run
 DATA_STAGES = {"download", "validate", "balance", "denoise", "split"}
 ALL_STAGES = DATA_STAGES | {f"{s}@{m}" for s in MODEL_STAGES for m in ("cnn", "resnet")}
 RESULTS = ["metrics/data_quality.json"] + [
@@ -148,7 +148,9 @@ def test_repro_writes_metrics_predictions_and_plots(project):
     shown = json.loads(run(project, "dvc", "plots", "show", "--json").stdout)["data"]
     assert {
         f"plots/{m}/{f}" for m in ("cnn", "resnet")
-        for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png", "augmented.png")
+        for f in ("history.csv", "predictions.csv", "confusion.png", "curves.png", "augmented.png",
+                  "explain/saliency.png", "explain/activations.png", "explain/filters.png",
+                  "explain/attention.png")
     } == set(shown)  # fmt: skip
 
 
@@ -286,6 +288,18 @@ def test_cross_validation_trains_each_fold_by_the_recipe_and_shows_the_mean(clea
     history = pd.read_csv(clean / "plots/seed002/history.csv")
     assert list(history["lr"]) == [0.01, 0.01]  # seed 002: Adam at 0.01, no schedule
     assert (clean / "plots/seed002/augmented.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_dacl_trains_with_its_sparse_center_loss_and_draws_its_attention(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "models=[seed003]", "-S", "zoo.seed003.epochs=1",
+              "-S", "zoo.seed003.args.image_size=32", "-S", "zoo.seed003.args.weights=none").stdout  # fmt: skip
+    assert stages_of("seed003") <= stages_run(out)
+    headline = json.loads((clean / "metrics/seed003.json").read_text())
+    assert 0 <= headline["balanced_accuracy"] <= 1  # seed 003's "average accuracy"
+    model, _ = models.load(clean / "models/seed003.pt")
+    assert model.arch == "dacl" and model.centers.abs().sum() > 0
+    for png in ("saliency", "activations", "filters", "attention"):
+        assert (clean / f"plots/seed003/explain/{png}.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_forced_repro_reproduces_every_result_byte_for_byte(clean):

@@ -58,6 +58,7 @@ class Recipe:
             keep=p["train.keep"],
             patience=entry["early_stopping"],
             augment=augmentation if augmentation.active else None,
+            auxiliary=model.auxiliary_loss,
             name=name,
         )
         loss_fn = losses.for_entry(p, name, train_labels, classes)

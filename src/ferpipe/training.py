@@ -35,7 +35,8 @@ class Plan:
     """How `fit` trains: epochs, batch size, the shuffling seed, the weights kept (last epoch's,
     or the best validation accuracy's), early stopping (stop after `patience` epochs without a
     lower validation loss and keep the lowest's weights; 0 = off), the augmentation of the
-    training batches (`augment(batch, epoch)`), and `name` for the progress output."""
+    training batches (`augment(batch, epoch)`), a model's own loss term added to each training
+    step's (`auxiliary(labels)`, FerModel.auxiliary_loss), and `name` for the progress output."""
 
     epochs: int
     batch_size: int
@@ -43,6 +44,7 @@ class Plan:
     keep: str = "last"
     patience: int = 0
     augment: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+    auxiliary: Callable[[torch.Tensor], torch.Tensor | None] | None = None
     name: str = "model"
 
 
@@ -133,6 +135,8 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
             logits = model(x)
             loss = loss_fn(logits, y)
+            extra = plan.auxiliary(y) if plan.auxiliary else None
+            loss = loss if extra is None else loss + extra
             value = loss.item()
             if not math.isfinite(value):
                 raise Diverged(step, value)  # before the step: one NaN update ruins every weight

@@ -8,7 +8,7 @@
 One file per family; importing this package registers them all.
 """
 
-from ferpipe.models import block_cnn, resnet, small_cnn, study_cnn, vgg_cnn  # noqa: F401
+from ferpipe.models import block_cnn, dacl, resnet, small_cnn, study_cnn, vgg_cnn  # noqa: F401
 from ferpipe.models.base import (
     Architecture,
     BodyAndClassifier,

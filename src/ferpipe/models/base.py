@@ -52,6 +52,11 @@ class FerModel(nn.Module):
     def frozen_features(self) -> bool:
         return False
 
+    def auxiliary_loss(self, labels: torch.Tensor) -> torch.Tensor | None:
+        """A term the model adds to the training loss for the batch it last ran in train mode
+        (DACL's sparse center loss), or None. Called right after that forward pass."""
+        return None
+
     def trainable(self) -> list[nn.Parameter]:
         """The parameters an optimiser updates (frozen layers have requires_grad False)."""
         return [w for w in self.parameters() if w.requires_grad]

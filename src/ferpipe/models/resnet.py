@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -131,8 +131,22 @@ def _from_file(name: str, path: Path) -> tuple[nn.Module, str]:
     state = read_torch_file(path, f"a {name} state dict")
     net = get_model(name, weights=None)
     try:
-        net.load_state_dict(state)
+        net.load_state_dict(backbone_of(state, net.fc))
     except (RuntimeError, TypeError, AttributeError) as exc:  # wrong keys or shapes, not a dict
         first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
         raise FerError(f"{path}: not a {name} state dict ({first})") from None
     return net, f"file {path.name} sha256:{hashlib.sha256(data).hexdigest()[:16]}"
+
+
+def backbone_of(state: Any, fc: nn.Linear) -> Any:
+    """A saved ResNet's state as torchvision names it: unwrapped from {"state_dict": ...} and
+    DataParallel's "module." prefix, its fc replaced by `fc`'s own when it has another number of
+    outputs (a face-recognition pretraining, e.g. MS-Celeb-1M's thousands of identities: only
+    the backbone is wanted, the pipeline puts a new head on it)."""
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        return state  # load_state_dict refuses it with the reason
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if getattr(state.get("fc.weight"), "shape", fc.weight.shape) != fc.weight.shape:
+        state |= {"fc.weight": fc.weight.detach(), "fc.bias": fc.bias.detach()}
+    return state
