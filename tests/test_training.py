@@ -5,6 +5,8 @@ from ferpipe import losses, models, runinfo, training
 from ferpipe.errors import FerError
 from ferpipe.optim import Optimisation
 
+CPU = torch.device("cpu")
+
 
 def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Two easy classes: dark faces (0) and bright faces (1)."""
@@ -129,3 +131,27 @@ def test_device_auto_takes_a_gpu_when_there_is_one_and_a_missing_gpu_is_refused(
 def test_batches_stay_where_they_are_on_the_cpu():
     batch = torch.arange(6)
     assert training.to_device(batch, torch.device("cpu")) is batch
+
+
+def test_augmentation_changes_training_batches_only(monkeypatch):
+    train, val = _toy(), _toy(32, seed=1)
+    seen_train, seen_val = [], []
+
+    def invert(batch: torch.Tensor, epoch: int) -> torch.Tensor:
+        seen_train.append(batch.clone())
+        return 255 - batch
+
+    real_predict = training.predict
+
+    def spying_predict(model, pixels, batch_size, device):
+        seen_val.append(pixels.clone())
+        return real_predict(model, pixels, batch_size, device)
+
+    monkeypatch.setattr(training, "predict", spying_predict)
+    torch.manual_seed(0)
+    model = models.build("study_cnn", 2)
+    optimizer = Optimisation(torch.optim.Adam(model.parameters(), lr=1e-4), None)
+    plan = training.Plan(2, batch_size=16, seed=0, augment=invert)
+    training.fit(model, losses.make_loss("ce", [1, 1], 0), optimizer, train, val, plan, CPU)
+    assert sum(len(b) for b in seen_train) == 2 * len(train[0])  # every training image, each epoch
+    assert len(seen_val) == 2 and all(torch.equal(v, val[0]) for v in seen_val)  # val untouched
