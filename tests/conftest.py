@@ -1,15 +1,25 @@
-"""Shared fixtures: small synthetic datasets and the path of the real archive."""
+"""Shared fixtures: small synthetic datasets, faces of the embedded sample, the real archive."""
 
+import io
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, SPLITS
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared" / "data" / "fer2013" / "fer2013.zip"
+SAMPLE = ROOT / "data" / "sample" / "fer2013_sample.zip"
+
+
+def sample_faces(*names: str) -> np.ndarray:
+    """Faces of the embedded FER2013 sample by file name, uint8 (n, 48, 48)."""
+    with zipfile.ZipFile(SAMPLE) as z:
+        return np.stack([np.array(Image.open(io.BytesIO(z.read(n))).convert("L")) for n in names])
 
 
 def synthetic(per_class: int = 4, seed: int = 0) -> Images:

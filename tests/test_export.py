@@ -1,7 +1,6 @@
 """ONNX export: ONNX Runtime gives PyTorch's outputs on real faces, at any batch size, for every
 registered architecture; a bad checkpoint or an unwritable OUT is one line and no file."""
 
-import io
 import json
 import zipfile
 
@@ -10,23 +9,19 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from PIL import Image
 
 from ferpipe import export, models
 
-from .conftest import ROOT
+from .conftest import SAMPLE, sample_faces
 
-SAMPLE = ROOT / "data" / "sample" / "fer2013_sample.zip"
 CLASSES = ("angry", "fear", "happy", "sad")
 
 
-def sample_faces(n: int) -> np.ndarray:
-    """The first `n` test faces of the embedded FER2013 sample, uint8 (n, 48, 48)."""
+def spread_faces(n: int) -> np.ndarray:
+    """`n` test faces of the embedded FER2013 sample, spread over its classes."""
     with zipfile.ZipFile(SAMPLE) as z:
         names = sorted(name for name in z.namelist() if name.startswith("test/"))[::97][:n]
-        return np.stack(
-            [np.array(Image.open(io.BytesIO(z.read(name))).convert("L")) for name in names]
-        )
+    return sample_faces(*names)
 
 
 def checkpoint(name: str, path) -> models.FerModel:
@@ -50,7 +45,7 @@ def test_onnx_runtime_gives_pytorchs_outputs_for_any_batch_size(name, tmp_path):
     (faces_input,) = session.get_inputs()
     assert (faces_input.name, faces_input.type) == ("faces", "tensor(uint8)")
     assert [o.name for o in session.get_outputs()] == ["logits", "probabilities"]
-    faces = sample_faces(5)
+    faces = spread_faces(5)
     for batch in (faces[:1], faces):
         logits, probabilities = session.run(None, {"faces": batch})
         with torch.no_grad():

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import cv2
@@ -19,9 +18,8 @@ from PIL import Image
 
 from ferpipe import models, predict
 
-from .conftest import ROOT
+from .conftest import ROOT, sample_faces
 
-SAMPLE = ROOT / "data" / "sample" / "fer2013_sample.zip"
 CLASSES = ("angry", "fear", "happy", "sad")
 # Two sample faces the Haar cascade finds when pasted at 2x (96 px) on plain backgrounds of any
 # gray level; about a quarter of FER2013's faces (turned, cut or occluded) it finds at no scale.
@@ -34,8 +32,7 @@ FPS, FRAMES = 10, 20  # the video: the happy face alone in frames 0-9, both face
 
 
 def sample_face(name: str) -> np.ndarray:
-    with zipfile.ZipFile(SAMPLE) as z:
-        return np.array(Image.open(io.BytesIO(z.read(name))).convert("L"))
+    return sample_faces(name)[0]
 
 
 def paste(canvas: np.ndarray, face: np.ndarray, box: tuple[int, int, int, int]) -> None:
