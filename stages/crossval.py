@@ -7,9 +7,8 @@ Usage: python stages/crossval.py ENTRY
 
 import sys
 
-from ferpipe import crossval, dataset, params, paths, runinfo
+from ferpipe import dataset, params, paths
 from ferpipe.errors import exits_cleanly
-from ferpipe.speed import Speed
 
 
 @exits_cleanly
@@ -19,6 +18,10 @@ def main(name: str) -> None:
         dataset.write_json({}, paths.crossval_file(name))
         print(f"crossval {name}: off (split.folds 1)")
         return
+    # Imported only now: torch's import would be most of the time of the default, folds 1.
+    from ferpipe import crossval, runinfo
+    from ferpipe.speed import Speed
+
     Speed.from_params(p).configure_allocator()
     device = runinfo.setup(p["train.threads"], p["seed"], p["train.device"])
     summary = crossval.run(p, name, device)

@@ -43,7 +43,7 @@ def main(name: str) -> None:
     logits = training.predict(
         speed.model(runner, device), inputs, p["train.batch_size"], device, desc=f"test {name}"
     )
-    train_labels = dataset.load(paths.split_file("train")).labels  # inverse-frequency weights
+    train_labels = dataset.load_labels(paths.split_file("train"))  # inverse-frequency weights
     loss_fn = losses.for_entry(p, name, train_labels, classes)
     probs = logits.softmax(1).numpy()
 

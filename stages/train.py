@@ -34,9 +34,9 @@ def main(name: str) -> None:
         trainee, recipe.loss_fn, recipe.optimisation(model), train, val, recipe.plan, device
     )
     models.save(model, classes, paths.model_file(name))
-    pixels = dataset.load(paths.split_file("train")).pixels  # images, also for cached features
+    pixels = dataset.load(paths.split_file("train")).pixels[:8]  # images, also for features
     augment.preview(
-        torch.from_numpy(pixels), [classes[i] for i in train[1]], recipe.augmentation,
+        torch.from_numpy(pixels), [classes[i] for i in train[1][:8]], recipe.augmentation,
         paths.augmented_png(name),
     )  # fmt: skip
     rows = pd.DataFrame(training.history_rows(history))

@@ -166,3 +166,14 @@ def test_write_pictures_writes_every_png(name, tmp_path):
     explain.write_pictures(model, test, CLASSES, 42, name, tmp_path)
     for file in explain.FILES:
         assert (tmp_path / file).read_bytes().startswith(b"\x89PNG\r\n\x1a\n"), file
+
+
+@pytest.mark.parametrize(("shape", "columns", "gap"), [((7, 1, 5, 6), 3, float("nan")),
+                                                       ((20, 3, 4, 4), 8, 1.0), ((3, 1, 2, 2), 5, 0.0)])  # fmt: skip
+def test_mosaic_is_torchvisions_make_grid_of_images_each_scaled_to_its_range(shape, columns, gap):
+    from torchvision.utils import make_grid
+
+    images = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    expected = make_grid(images, columns, padding=1, normalize=True, scale_each=True,
+                         pad_value=gap).permute(1, 2, 0).numpy()  # fmt: skip
+    assert np.allclose(explain._mosaic(images, columns, gap), expected, atol=1e-6, equal_nan=True)

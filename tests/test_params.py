@@ -168,6 +168,33 @@ def test_for_stage_returns_the_dvc_yaml_declaration(monkeypatch):
     }
 
 
+def test_declared_keys_are_the_ones_dvc_reads_for_every_stage(tmp_path):
+    """Every stage of dvc.yaml, with every zoo entry selected: the keys DVC tracks as the
+    stage's params are the keys the stage is given."""
+    from dvc.repo import Repo
+
+    tree = with_value("models", list(DEFAULTS["zoo"]))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    (tmp_path / "dvc.yaml").write_text((ROOT / "dvc.yaml").read_text())
+    repo = Repo.init(tmp_path, no_scm=True)
+    stages = repo.index.stages
+    assert len(stages) == 5 + 6 * len(tree["models"])
+    for stage in stages:
+        tracked = sorted(key for dep in stage.params for key in dep.params)
+        assert sorted(params.declared(stage.name, tree, tmp_path / "dvc.yaml")) == tracked
+    repo.close()
+
+
+@pytest.mark.parametrize(
+    ("stage", "message"),
+    [("train", "no stage 'train'"), ("split@cnn", "no stage 'split@cnn'"),
+     ("train@seed004", "no stage 'train@seed004'; train runs for cnn, resnet")],
+)  # fmt: skip
+def test_a_stage_dvc_yaml_does_not_define_is_refused(stage, message):
+    with pytest.raises(FerError, match=re.escape(message)):
+        params.declared(stage, DEFAULTS, ROOT / "dvc.yaml")
+
+
 def test_params_are_read_the_way_dvc_reads_them(tmp_path):
     text = (ROOT / "params.yaml").read_text().replace("lr: 0.001", "lr: 1e-3", 1)
     assert "lr: 1e-3" in text  # PyYAML (YAML 1.1) reads this as the string '1e-3'

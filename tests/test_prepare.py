@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from ferpipe import prepare
+from ferpipe import dataset, prepare
 from ferpipe.errors import FerError
 from ferpipe.labels import EMOTIONS, TRAIN_SPLIT
 
@@ -84,3 +84,12 @@ def test_drop_duplicates_keeps_the_first_copy_and_removes_leaked_test_images(ima
     assert len(kept) == len(images) - 3
     dropped = set(images.ids) - set(kept.ids)
     assert dropped == {images.ids[train[3]], images.ids[test[0]], images.ids[test[5]]}
+
+
+def test_a_saved_split_loads_back_whole_or_labels_alone(images, tmp_path):
+    dataset.save(images, tmp_path / "s.npz")
+    back = dataset.load(tmp_path / "s.npz")
+    assert all(np.array_equal(getattr(back, f), getattr(images, f)) for f in ("pixels", "labels", "splits", "ids"))  # fmt: skip
+    assert np.array_equal(dataset.load_labels(tmp_path / "s.npz"), images.labels)
+    with pytest.raises(FerError, match="gone.npz: not found; run the stage that writes it"):
+        dataset.load_labels(tmp_path / "gone.npz")

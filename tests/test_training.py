@@ -6,6 +6,7 @@ from ferpipe.errors import FerError
 from ferpipe.optim import Optimisation
 
 CPU = torch.device("cpu")
+LR = 1e-2
 
 
 def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -17,10 +18,15 @@ def _toy(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return (base + noise).clamp(0, 255).to(torch.uint8), labels
 
 
-def _fit(epochs: int, keep: str = "last", seed: int = 0, patience: int = 0, step_every: int = 0):
+def _model(seed: int = 0) -> models.FerModel:
+    """A small CNN (block_cnn at its registered tiny size): fit's logic, quickly."""
     torch.manual_seed(seed)
-    model = models.build("study_cnn", 2)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    return models.build("block_cnn", 2, **models.architecture("block_cnn").tiny)
+
+
+def _fit(epochs: int, keep: str = "last", seed: int = 0, patience: int = 0, step_every: int = 0):
+    model = _model(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_every, 0.5) if step_every else None
     loss_fn = losses.make_loss("ce", [1.0, 1.5], 2.0)
     history, kept, seconds = training.fit(
@@ -85,12 +91,11 @@ def test_early_stopping_stops_after_patience_and_restores_the_lowest_validation_
 
 def test_history_records_each_epochs_learning_rate():
     _, history, _, _ = _fit(epochs=3, step_every=2)
-    assert [r.lr for r in history] == pytest.approx([1e-4, 1e-4, 5e-5])
+    assert [r.lr for r in history] == pytest.approx([LR, LR, LR / 2])
 
 
 def test_training_that_diverges_stops_at_once_naming_model_epoch_step_and_learning_rate():
-    torch.manual_seed(0)
-    model = models.build("study_cnn", 2)
+    model = _model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     class Diverging(torch.nn.CrossEntropyLoss):  # the third step's loss is NaN
@@ -148,9 +153,8 @@ def test_augmentation_changes_training_batches_only(monkeypatch):
         return real_predict(model, pixels, batch_size, device)
 
     monkeypatch.setattr(training, "predict", spying_predict)
-    torch.manual_seed(0)
-    model = models.build("study_cnn", 2)
-    optimizer = Optimisation(torch.optim.Adam(model.parameters(), lr=1e-4), None)
+    model = _model()
+    optimizer = Optimisation(torch.optim.Adam(model.parameters(), lr=LR), None)
     plan = training.Plan(2, batch_size=16, seed=0, augment=invert)
     training.fit(model, losses.make_loss("ce", [1, 1], 0), optimizer, train, val, plan, CPU)
     assert sum(len(b) for b in seen_train) == 2 * len(train[0])  # every training image, each epoch

@@ -72,9 +72,21 @@ def save(images: Images, path: Path) -> None:
 
 def load(path: Path) -> Images:
     """Read a file written by `save`."""
+    with _opened(path) as z:
+        return Images(z["pixels"], z["labels"], z["splits"], z["ids"])
+
+
+def load_labels(path: Path) -> np.ndarray:
+    """The labels of a file written by `save`, without reading its pixels."""
+    with _opened(path) as z:
+        return z["labels"]
+
+
+@contextmanager
+def _opened(path: Path) -> Iterator[np.lib.npyio.NpzFile]:
     try:
         with np.load(path, allow_pickle=False) as z:
-            return Images(z["pixels"], z["labels"], z["splits"], z["ids"])
+            yield z
     except FileNotFoundError:
         raise FerError(f"{path}: not found; run the stage that writes it (dvc repro)") from None
 

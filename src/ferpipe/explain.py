@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
+import sys
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
-from torchvision.utils import make_grid
 
 from ferpipe.dataset import Images
 from ferpipe.errors import FerError
@@ -66,12 +65,20 @@ def saliency(model: nn.Module, pixels: torch.Tensor, targets: torch.Tensor) -> t
     return grad.abs().amax(1).cpu()
 
 
+def _residual_blocks() -> tuple[type, ...]:
+    """torchvision's BasicBlock and Bottleneck, if torchvision is loaded: a model made of them
+    has loaded it, and importing it for a model that has none costs about 2.5 s."""
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return (resnet.BasicBlock, resnet.Bottleneck) if resnet else ()
+
+
 def stage_modules(model: nn.Module) -> dict[str, nn.Module]:
     """The modules whose outputs are the convolutional stages (module docstring), by name."""
     stages: dict[str, nn.Module] = {}
+    blocks = _residual_blocks()
     for name, module in model.named_modules():  # a parent comes before its children
         residual = isinstance(module, nn.Sequential) and any(
-            isinstance(block, (BasicBlock, Bottleneck)) for block in module.children()
+            isinstance(block, blocks) for block in module.children()
         )
         inside = any(name.startswith(f"{stage}.") for stage in stages)
         if (residual or isinstance(module, nn.ReLU)) and not inside:
@@ -125,10 +132,17 @@ def _mosaic(images: torch.Tensor, columns: int, gap: float) -> np.ndarray:
     """(N, C, h, w) images in one (H, W, 3) picture, `columns` a row, each scaled to its range,
     `gap` between them (NaN: drawn blank). One matplotlib axis for them all: axes are most of a
     figure's drawing time."""
-    grid = make_grid(
-        images, nrow=columns, padding=1, normalize=True, scale_each=True, pad_value=gap
-    )
-    return grid.permute(1, 2, 0).numpy()
+    n, channels, h, w = images.shape
+    low = images.amin((1, 2, 3), keepdim=True)
+    span = (images.amax((1, 2, 3), keepdim=True) - low).clamp_min(1e-5)
+    scaled = ((images - low) / span).expand(n, 3, h, w).permute(0, 2, 3, 1).numpy()
+    columns = min(columns, n)
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + 1) + 1, columns * (w + 1) + 1, 3), gap, dtype=np.float32)
+    for i, image in enumerate(scaled):
+        top, left = 1 + (i // columns) * (h + 1), 1 + (i % columns) * (w + 1)
+        grid[top : top + h, left : left + w] = image
+    return grid
 
 
 def _face(ax: plt.Axes, face: torch.Tensor, caption: str) -> None:

@@ -10,8 +10,10 @@ tracking.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
+from functools import reduce
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from ferpipe.errors import FerError
 from ferpipe.labels import TASK_CLASSES
 
 PARAMS_FILE = Path("params.yaml")
+DVC_FILE = Path("dvc.yaml")
 
 # A check returns None when the value is fine, else the rule it breaks.
 Check = Callable[[Any], "str | None"]
@@ -274,17 +277,44 @@ class StageParams:
 
 def for_stage(stage: str) -> StageParams:
     """Validate all of params.yaml, then return the part of it dvc.yaml declares for `stage`
-    (DVC says which keys; the values are this one reading's)."""
+    (the values are this one reading's)."""
     tree = read()
-    import dvc.api  # deferred: importing DVC takes a second
-
-    return StageParams(stage, _restrict(tree, dvc.api.params_show(stages=stage, deps=False)))
+    return StageParams(stage, _select(tree, declared(stage, tree)))
 
 
-def _restrict(tree: Mapping[str, Any], shape: Mapping[str, Any]) -> dict[str, Any]:
-    """The keys of `tree` that `shape` has, recursively (a non-empty mapping in `shape` selects
-    part of the mapping below it; anything else takes the whole value)."""
-    return {
-        key: _restrict(tree[key], sub) if isinstance(sub, Mapping) and sub else tree[key]
-        for key, sub in shape.items()
-    }
+def declared(stage: str, tree: Mapping[str, Any], path: Path = DVC_FILE) -> list[str]:
+    """The dotted keys dvc.yaml lists under `params:` of `stage` ("train@cnn" for the foreach
+    stage train, item cnn). Read here, not through dvc.api.params_show, which gives the same
+    keys (a test compares them) but costs every stage process about 4 s of loading the repo."""
+    stages = YAML(typ="safe").load(Path(path).read_text())["stages"]
+    base, _, item = stage.partition("@")
+    definition = stages.get(base)
+    if definition is None or ("foreach" in definition) != bool(item):
+        raise FerError(f"{path}: no stage '{stage}'")
+    if item:
+        items = definition["foreach"]
+        if isinstance(items, str):  # "${models}": a list in params.yaml
+            items = reduce(
+                operator.getitem, items.removeprefix("${").removesuffix("}").split("."), tree
+            )
+        if item not in items:
+            raise FerError(f"{path}: no stage '{stage}'; {base} runs for {', '.join(items)}")
+        definition = definition["do"]
+    return [key.replace("${item}", item) for key in definition.get("params", [])]
+
+
+def _select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:
+    """The values of the dotted `keys` in `tree`, nested as in the tree (missing keys left out,
+    as DVC leaves them out)."""
+    chosen: dict[str, Any] = {}
+    for key in keys:
+        *parents, leaf = key.split(".")
+        node: Any = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if isinstance(node, Mapping) and leaf in node:
+            target = chosen
+            for part in parents:
+                target = target.setdefault(part, {})
+            target[leaf] = node[leaf]
+    return chosen

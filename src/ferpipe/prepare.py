@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from ferpipe.dataset import Images, duplicate_groups
 from ferpipe.errors import FerError
@@ -110,6 +109,9 @@ def split(
             "val": images.subset(val),
             "test": images.subset(test),
         }
+    # Imported here: balance and denoise share this module and need no scikit-learn (1.5 s).
+    from sklearn.model_selection import train_test_split
+
     try:
         train, val = train_test_split(
             pool, test_size=val_fraction, stratify=images.labels[pool], random_state=seed
@@ -128,6 +130,8 @@ def split(
 def folds(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     """`k` stratified folds (scikit-learn's StratifiedKFold, shuffled with `seed`) of the images
     labelled `labels`: disjoint, covering every image. Returns each fold's sorted indices."""
+    from sklearn.model_selection import StratifiedKFold  # as in split
+
     try:
         splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
         return [np.sort(held) for _, held in splitter.split(np.zeros(len(labels)), labels)]

@@ -16,14 +16,19 @@ from ferpipe.errors import FerError
 
 def setup(threads: int, seed: int | None = None, device: str = "auto") -> torch.device:
     """Fix the thread count (0 = all cores), seed every generator from one `seed` when given,
-    and pick the device (`train.device`)."""
+    and pick the device (`train.device`). Deterministic algorithms are switched on for CUDA
+    only: PyTorch's CPU kernels are already deterministic at a fixed thread count (the
+    byte-for-byte repro test checks it), and the switch imports torch._inductor, about 2 s of
+    every stage process."""
     if seed is not None:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
     torch.set_num_threads(threads or os.cpu_count() or 1)
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    return choose_device(device)
+    chosen = choose_device(device)
+    if chosen.type == "cuda":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return chosen
 
 
 def choose_device(name: str, cuda_devices: int | None = None) -> torch.device:

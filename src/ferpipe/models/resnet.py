@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 import torch
 from torch import nn
-from torchvision.models import get_model, get_model_weights
 
 from ferpipe.errors import FerError
 from ferpipe.models.base import FerModel, read_torch_file, register
@@ -98,8 +98,17 @@ class ResNet(FerModel):
         return self
 
 
+def _torchvision() -> ModuleType:
+    """torchvision.models, imported only when a ResNet is built: the import loads torch._dynamo
+    (about 2.5 s), which every stage process of the other architectures would pay for nothing."""
+    import torchvision.models
+
+    return torchvision.models
+
+
 def pretrained(name: str, weights: str) -> tuple[nn.Module, str]:
     """torchvision's `name` with the weights asked for, and what was used."""
+    get_model = _torchvision().get_model
     if weights == "none":
         return get_model(name, weights=None), "none"
     if weights in ("imagenet", "auto"):
@@ -108,7 +117,7 @@ def pretrained(name: str, weights: str) -> tuple[nn.Module, str]:
         except (OSError, RuntimeError, ValueError) as exc:  # URLError is an OSError
             if weights == "imagenet":
                 cache = Path(torch.hub.get_dir()) / "checkpoints"
-                file = Path(get_model_weights(name).DEFAULT.url).name
+                file = Path(_torchvision().get_model_weights(name).DEFAULT.url).name
                 raise FerError(
                     f"{name} weights=imagenet: the ImageNet weights cannot be had ({exc}); put "
                     f"{file} in {cache}, or set weights to a file, auto or none"
@@ -129,7 +138,7 @@ def _from_file(name: str, path: Path) -> tuple[nn.Module, str]:
         )
     data = path.read_bytes()
     state = read_torch_file(path, f"a {name} state dict")
-    net = get_model(name, weights=None)
+    net = _torchvision().get_model(name, weights=None)
     try:
         net.load_state_dict(backbone_of(state, net.fc))
     except (RuntimeError, TypeError, AttributeError) as exc:  # wrong keys or shapes, not a dict
