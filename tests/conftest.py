@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ferpipe import sources
 from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, SPLITS
 
@@ -42,8 +43,9 @@ def images() -> Images:
     return synthetic()
 
 
-@pytest.fixture
-def archive() -> Path:
+@pytest.fixture(scope="session")
+def decoded_archive() -> sources.Decoded:
+    """The real archive read once for the tests that check its contents (about 5 s a read)."""
     if not ARCHIVE.is_file():
         pytest.skip(f"the real FER2013 archive is absent ({ARCHIVE})")
-    return ARCHIVE
+    return sources.read_source(str(ARCHIVE))

@@ -1,6 +1,6 @@
 import numpy as np
 
-from ferpipe import dataset, sources
+from ferpipe import dataset
 from ferpipe.dataset import Images
 from ferpipe.quality import report
 
@@ -26,9 +26,8 @@ def test_report_counts_duplicates_leaks_conflicts_and_blanks(images):
     }
 
 
-def test_full_archive_matches_its_readme(archive, tmp_path):
-    decoded = sources.read_source(str(archive))
-    dataset.save(decoded.images, tmp_path / "d.npz")
+def test_full_archive_matches_its_readme(decoded_archive, tmp_path):
+    dataset.save(decoded_archive.images, tmp_path / "d.npz")
     assert report(dataset.load(tmp_path / "d.npz")) == {
         "images": 35887,
         "duplicate_groups": 1516,

@@ -482,9 +482,10 @@ def test_kaggle_dataset_name_is_checked(fake_kaggle: FakeKaggleApi) -> None:
 # --- the real archive -----------------------------------------------------------------------
 
 
-def test_full_archive_counts(archive: Path) -> None:
-    """`archive` (conftest) skips, saying why, when ../shared/data/fer2013/fer2013.zip is absent."""
-    decoded = sources.read_source(str(archive))
+def test_full_archive_counts(decoded_archive: sources.Decoded) -> None:
+    """`decoded_archive` (conftest) skips, saying why, when ../shared/data/fer2013/fer2013.zip
+    is absent."""
+    decoded = decoded_archive
     counts = dataset.counts(decoded.images)
     order = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
     train = [counts["Training"][e] for e in order]

@@ -166,7 +166,7 @@ def test_bf16_training_is_deterministic_and_close_to_fp32():
         trainee = Speed(precision=precision).model(model, CPU)
         optimizer = Optimisation(adam(model.parameters(), 1e-3, 0), None)
         loss_fn = losses.make_loss("ce", [1, 1], 0)
-        return training.fit(trainee, loss_fn, optimizer, _toy(), _toy(32, 1), plan, CPU)[0]
+        return training.fit(trainee, loss_fn, optimizer, _toy(32), _toy(16, 1), plan, CPU)[0]
 
     bf16, fp32 = fit("bf16"), fit("fp32")
     assert bf16 == fit("bf16") and bf16 != fp32
