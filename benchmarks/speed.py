@@ -10,16 +10,20 @@ Usage (from the project root, with the project's virtualenv):
 
 It measures, in one run:
 
-1. the fp32 matmul peak (GFLOP/s of a large `torch.mm`) at the current thread count;
+1. the CPU model and its bf16-relevant ISA flags, and the fp32 and bf16 matmul peaks (GFLOP/s
+   of a large `torch.mm`) at the current thread count;
 2. the same models and math through a seed-000-style loop: JPEGs on disk, `ImageFolder` with
    per-sample PIL transforms, `DataLoader(num_workers=0)`, NCHW fp32 eager, plain Adam, and
    the memory allocator as Python starts (measured first, before ours reconfigures it);
 3. training images/s of `ferpipe.training.train_one_epoch` on in-memory uint8 tensors, as the
    train stage runs it (the speed settings of params.yaml unless flags say otherwise, fused
    Adam), for the CNN (48x48) and ResNet18 (224, layer4 + fc trainable, the whole network run
-   every step), each with its share of the matmul peak;
+   every step), each with its share of the matmul peak of its precision: in fp32 and, where
+   the CPU runs bf16 fast (`ferpipe.speed.fast_bf16`: AMX or AVX-512 BF16), under bf16
+   autocast as `train.precision: bf16` runs it (elsewhere bf16 is emulated, tens of times
+   slower, and skipped with a note);
 4. the pipeline's ResNet epoch with `zoo.resnet.args.freeze_bn`: the trunk's features computed once
-   (their cost shared by 5 epochs) and layer4 + fc trained on them;
+   (their cost shared by 5 epochs) and layer4 + fc trained on them, in each precision measured;
 5. the ratios, as estimated full-epoch times (12,796 training images, the multiclass
    protocol) extrapolated from the per-image times of the measured subset.
 
@@ -30,13 +34,19 @@ depend on pixel values, so the numbers stay meaningful; only the losses are not.
 
 The last line is machine-readable:
 
-    RESULT cnn_ips=<f> cnn_peak=<percent> resnet_ips=<f> resnet_peak=<percent> cnn_speedup=<x> resnet_epoch_speedup=<x>
+    RESULT cnn_ips=<f> cnn_peak=<percent> resnet_ips=<f> resnet_peak=<percent> cnn_speedup=<x> resnet_epoch_speedup=<x> cnn_bf16_ips=<f> resnet_bf16_ips=<f> cnn_bf16_ratio=<x> resnet_bf16_ratio=<x> resnet_bf16_epoch_speedup=<x>
+
+The first six are fp32. The bf16 figures are 0 where bf16 is not measured; `*_bf16_ratio` is the
+bf16 step's images/s over the fp32 step's, `resnet_bf16_epoch_speedup` the seed-style epoch over
+the pipeline's bf16 epoch.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -58,7 +68,7 @@ from ferpipe.dataset import Images
 from ferpipe.labels import EMOTIONS, IMAGE_SIZE, TASK_CLASSES, TRAIN_SPLIT
 from ferpipe.models.inputs import IMAGENET_MEAN, IMAGENET_STD
 from ferpipe.optim import adam
-from ferpipe.speed import Speed
+from ferpipe.speed import BF16_FLAGS, Speed, cpu_flags, fast_bf16
 
 ROOT = Path(__file__).resolve().parents[1]
 ARCHIVE = ROOT.parent / "shared/data/fer2013/fer2013.zip"
@@ -79,6 +89,8 @@ ENTRIES = {
     "resnet": ("resnet18", {"weights": "none", "image_size": RESNET_SIZE}),
 }
 CPU = torch.device("cpu")
+ISA_FLAGS = ("avx2", "avx512f", *BF16_FLAGS, "amx_tile")  # what decides the speed of each precision
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 # GFLOP per training image (forward + backward; Adam's elementwise update is negligible), with
 # 1 FLOP = 1 multiply or add, so a multiply-accumulate is 2 FLOP.
@@ -132,9 +144,19 @@ class Timing:
 # --- peak ---------------------------------------------------------------------------------------
 
 
-def matmul_gflops(size: int, repeats: int) -> float:
-    """Best fp32 GFLOP/s of `torch.mm` on size x size matrices: the machine's practical peak."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def cpu_model() -> str:
+    """The CPU's model name as Linux reports it (the platform's processor string elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
+def matmul_gflops(size: int, repeats: int, dtype: torch.dtype) -> float:
+    """Best GFLOP/s of `torch.mm` on size x size matrices of `dtype`: the practical peak."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up: thread pool start, allocation
     best = float("inf")
     for _ in range(repeats):
@@ -250,7 +272,7 @@ def measure(step: Step, images: int, warmup: int) -> Timing:
 def ours_step(kind: str, data: Data, speed: Speed) -> Step:
     """The pipeline's own training step: `train_one_epoch` on in-memory uint8 tensors."""
     model, loss_fn, optimizer = make_trainer(kind, speed)
-    model = speed.function(model)
+    model = speed.model(model, CPU)  # under bf16 autocast when speed.precision is bf16
     generator = torch.Generator().manual_seed(SEED)
 
     def step(n: int) -> int:
@@ -269,13 +291,13 @@ def pipeline_resnet_epoch(data: Data, settings: Settings, speed: Speed) -> float
     the init@resnet stage's features, computed once and shared by RESNET_EPOCHS epochs, plus
     training layer4 + fc on them (`models.CachedFeatures`)."""
     model, loss_fn, optimizer = make_trainer("resnet", speed)
-    trunk = speed.function(model.features)
+    trunk = speed.features(model, CPU)
     training.predict(model, data.pixels[: settings.warmup], BATCH_SIZE, CPU, trunk)
     n = settings.images
     start = time.perf_counter()
     features = training.predict(model, data.pixels[:n], BATCH_SIZE, CPU, trunk)
     trunk_per_image = (time.perf_counter() - start) / n
-    head = speed.function(models.CachedFeatures(model))
+    head = speed.model(models.CachedFeatures(model), CPU)
     generator = torch.Generator().manual_seed(SEED)
 
     def step(k: int) -> int:
@@ -287,7 +309,7 @@ def pipeline_resnet_epoch(data: Data, settings: Settings, speed: Speed) -> float
 
     head_timing = measure(step, n, settings.warmup)
     print(
-        f"  resnet: pipeline   trunk {1 / trunk_per_image:.1f} img/s once, "
+        f"  resnet: pipeline {speed.precision} trunk {1 / trunk_per_image:.1f} img/s once, "
         f"head {head_timing.ips:.1f} img/s per epoch"
     )
     return head_timing.epoch_seconds + TRUNK_IMAGES * trunk_per_image / RESNET_EPOCHS
@@ -346,53 +368,62 @@ def seed_style_step(kind: str, data: Data) -> Step:
 
 @dataclass(frozen=True)
 class ModelResult:
-    """Both loops' timings for one model and the FLOPs per image used for its % of peak."""
+    """Both loops' timings for one model and the FLOPs per image used for its % of peak. `ours`
+    and `pipeline_epoch_seconds` (ResNet with the cached trunk) hold each measured precision."""
 
     kind: str
     gflop: float
-    ours: Timing
+    ours: dict[str, Timing]
     seed: Timing
-    pipeline_epoch_seconds: float | None = None  # ResNet with the cached trunk
+    pipeline_epoch_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def peak_percent(self, timing: Timing, peak: float) -> float:
         return 100 * timing.ips * self.gflop / peak
 
-    @property
-    def speedup(self) -> float:
+    def speedup(self, precision: str = "fp32") -> float:
         """Seed-style epoch seconds over ours (both extrapolated to EPOCH_IMAGES); for ResNet,
         ours is the pipeline's cached-trunk epoch."""
-        return self.seed.epoch_seconds / (self.pipeline_epoch_seconds or self.ours.epoch_seconds)
+        ours = self.pipeline_epoch_seconds.get(precision) or self.ours[precision].epoch_seconds
+        return self.seed.epoch_seconds / ours
+
+    def bf16_ratio(self) -> float:
+        """The bf16 step's images/s over the fp32 step's (0 when bf16 was not measured)."""
+        return self.ours["bf16"].ips / self.ours["fp32"].ips if "bf16" in self.ours else 0.0
 
 
 def benchmark_model(
-    kind: str, data: Data, settings: Settings, speed: Speed, seed: Timing
+    kind: str, data: Data, settings: Settings, speeds: list[Speed], seed: Timing
 ) -> ModelResult:
-    """FLOPs per image and our loop's timing, beside the seed-style loop's (`seed`)."""
+    """FLOPs per image and our loop's timing in each of `speeds`, beside the seed-style loop's."""
     counted = counted_gflop(kind, data)
     constant = GFLOP_PER_IMAGE[kind]
     counted_text = f"{counted:.3f}" if counted is not None else "n/a"
     print(f"  {kind}: GFLOP per training image: counted {counted_text}, constant {constant:.2f}")
-    gflop = counted if counted is not None else constant
-    ours = measure(ours_step(kind, data, speed), settings.images, settings.warmup)
-    print(f"  {kind}: ours       {ours.images} images in {ours.seconds:.1f} s")
-    pipeline = pipeline_resnet_epoch(data, settings, speed) if kind == "resnet" else None
-    return ModelResult(kind, gflop, ours, seed, pipeline)
+    result = ModelResult(kind, counted if counted is not None else constant, {}, seed)
+    for speed in speeds:
+        ours = measure(ours_step(kind, data, speed), settings.images, settings.warmup)
+        result.ours[speed.precision] = ours
+        print(f"  {kind}: ours {speed.precision} {ours.images} images in {ours.seconds:.1f} s")
+        if kind == "resnet":
+            epoch = pipeline_resnet_epoch(data, settings, speed)
+            result.pipeline_epoch_seconds[speed.precision] = epoch
+    return result
 
 
-def benchmark(data: Data, settings: Settings, speed: Speed) -> dict[str, ModelResult]:
+def benchmark(data: Data, settings: Settings, speeds: list[Speed]) -> dict[str, ModelResult]:
     """The seed-style loops first, with the allocator as any Python process starts; then ours,
-    after `speed` has configured it (a process-wide change that cannot be undone)."""
+    after `speeds[0]` has configured it (a process-wide change that cannot be undone)."""
     seeds = {}
     for kind in KINDS:
         seeds[kind] = measure(seed_style_step(kind, data), settings.images, settings.warmup)
         print(f"  {kind}: seed-style {seeds[kind].images} images in {seeds[kind].seconds:.1f} s")
-    reusing = speed.configure_allocator()
+    reusing = speeds[0].configure_allocator()
     print(f"  allocator: freed memory {'reused' if reusing else 'handled as by default'}")
-    return {kind: benchmark_model(kind, data, settings, speed, seeds[kind]) for kind in KINDS}
+    return {kind: benchmark_model(kind, data, settings, speeds, seeds[kind]) for kind in KINDS}
 
 
-def print_table(results: list[ModelResult], peak: float) -> None:
-    """One row per model and loop, then the per-model epoch ratio."""
+def print_table(results: list[ModelResult], peaks: dict[str, float]) -> None:
+    """One row per model, loop and precision (% of that precision's peak), then the ratios."""
     header = (
         f"{'model':<7} {'loop':<11} {'images':>6} {'seconds':>8} {'img/s':>7} "
         f"{'GFLOP/img':>9} {'GFLOP/s':>8} {'% peak':>7} {'epoch s (est.)':>15}"
@@ -400,7 +431,8 @@ def print_table(results: list[ModelResult], peak: float) -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        for loop, t in (("ours", r.ours), ("seed-style", r.seed)):
+        rows = [(f"ours {p}", t, peaks[p]) for p, t in r.ours.items()]
+        for loop, t, peak in [*rows, ("seed-style", r.seed, peaks["fp32"])]:
             print(
                 f"{r.kind:<7} {loop:<11} {t.images:>6} {t.seconds:>8.1f} {t.ips:>7.1f} "
                 f"{r.gflop:>9.2f} {t.ips * r.gflop:>8.1f} {r.peak_percent(t, peak):>7.1f} "
@@ -408,25 +440,36 @@ def print_table(results: list[ModelResult], peak: float) -> None:
             )
     print("-" * len(header))
     for r in results:
-        if r.pipeline_epoch_seconds:
+        for precision, seconds in r.pipeline_epoch_seconds.items():
             print(
-                f"{r.kind}: pipeline epoch with the cached trunk (trunk shared by "
-                f"{RESNET_EPOCHS} epochs): {r.pipeline_epoch_seconds:.0f} s (est.)"
+                f"{r.kind}: pipeline {precision} epoch with the cached trunk (trunk shared by "
+                f"{RESNET_EPOCHS} epochs): {seconds:.0f} s (est.)"
             )
-        print(
-            f"{r.kind}: ours is {r.speedup:.2f}x seed-style per epoch (estimated for "
-            f"{EPOCH_IMAGES:,} images from {r.ours.images}/{r.seed.images} measured)"
-        )
+        for precision in r.ours:
+            print(
+                f"{r.kind}: ours {precision} is {r.speedup(precision):.2f}x seed-style per epoch "
+                f"(estimated for {EPOCH_IMAGES:,} images from {r.ours[precision].images}/"
+                f"{r.seed.images} measured)"
+            )
+        if r.bf16_ratio():
+            print(f"{r.kind}: bf16 step {r.bf16_ratio():.2f}x the fp32 step")
 
 
 def result_line(results: dict[str, ModelResult], peak: float) -> str:
-    """The machine-readable summary, always the last line of output."""
+    """The machine-readable summary, always the last line of output; bf16 figures 0 where
+    bf16 was not measured."""
     cnn, resnet = results["cnn"], results["resnet"]
+    bf16_ips = {k: r.ours["bf16"].ips if "bf16" in r.ours else 0.0 for k, r in results.items()}
+    bf16_epoch = resnet.speedup("bf16") if "bf16" in resnet.ours else 0.0
     return (
-        f"RESULT cnn_ips={cnn.ours.ips:.1f} cnn_peak={cnn.peak_percent(cnn.ours, peak):.1f} "
-        f"resnet_ips={resnet.ours.ips:.1f} "
-        f"resnet_peak={resnet.peak_percent(resnet.ours, peak):.1f} "
-        f"cnn_speedup={cnn.speedup:.2f} resnet_epoch_speedup={resnet.speedup:.2f}"
+        f"RESULT cnn_ips={cnn.ours['fp32'].ips:.1f} "
+        f"cnn_peak={cnn.peak_percent(cnn.ours['fp32'], peak):.1f} "
+        f"resnet_ips={resnet.ours['fp32'].ips:.1f} "
+        f"resnet_peak={resnet.peak_percent(resnet.ours['fp32'], peak):.1f} "
+        f"cnn_speedup={cnn.speedup():.2f} resnet_epoch_speedup={resnet.speedup():.2f} "
+        f"cnn_bf16_ips={bf16_ips['cnn']:.1f} resnet_bf16_ips={bf16_ips['resnet']:.1f} "
+        f"cnn_bf16_ratio={cnn.bf16_ratio():.2f} resnet_bf16_ratio={resnet.bf16_ratio():.2f} "
+        f"resnet_bf16_epoch_speedup={bf16_epoch:.2f}"
     )
 
 
@@ -483,19 +526,31 @@ def main() -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"{os.cpu_count()} CPUs, load average {load_text()}; ours: {speed}"
     )
-    peak = matmul_gflops(settings.matmul_size, settings.matmul_repeats)
-    print(
-        f"matmul peak: {peak:.1f} GFLOP/s (fp32 torch.mm {settings.matmul_size}x"
-        f"{settings.matmul_size}, best of {settings.matmul_repeats})"
-    )
+    flags = [f for f in ISA_FLAGS if f in cpu_flags()]
+    fast = fast_bf16(CPU)
+    print(f"CPU: {cpu_model()}; flags: {' '.join(flags) or 'none of ' + ' '.join(ISA_FLAGS)}")
+    peaks = {
+        name: matmul_gflops(settings.matmul_size, settings.matmul_repeats, dtype)
+        for name, dtype in PRECISIONS.items()
+    }
+    for name, peak in peaks.items():
+        print(
+            f"matmul peak {name}: {peak:.1f} GFLOP/s (torch.mm {settings.matmul_size}x"
+            f"{settings.matmul_size}, best of {settings.matmul_repeats})"
+        )
+    speeds = [speed]
+    if fast:
+        speeds.append(dataclasses.replace(speed, precision="bf16"))
+    else:
+        print(f"bf16 steps not measured: no {' or '.join(BF16_FLAGS)}, so bf16 is emulated here")
     with tempfile.TemporaryDirectory(prefix="ferpipe-speed-") as tmp:
         data = load_data(args.archive, settings.images, Path(tmp))
         print(f"data: {data.description}")
-        results = benchmark(data, settings, speed)
+        results = benchmark(data, settings, speeds)
     print()
-    print_table(list(results.values()), peak)
+    print_table(list(results.values()), peaks)
     print(f"load average at the end: {load_text()}")
-    print(result_line(results, peak))
+    print(result_line(results, peaks["fp32"]))
 
 
 if __name__ == "__main__":
