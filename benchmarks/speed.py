@@ -145,13 +145,18 @@ class Timing:
 
 
 def cpu_model() -> str:
-    """The CPU's model name as Linux reports it (the platform's processor string elsewhere)."""
+    """The CPU's model name, family and model as Linux reports them (a VM may hide the name:
+    "AMD EPYC"), or the platform's processor string elsewhere."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return platform.processor() or "unknown CPU"
-    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-    return names[0] if names else platform.processor() or "unknown CPU"
+    info = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    name = info.get("model name") or platform.processor() or "unknown CPU"
+    return f"{name} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
 def matmul_gflops(size: int, repeats: int, dtype: torch.dtype) -> float:
