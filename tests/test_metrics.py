@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ferpipe.metrics import classification_metrics, confusion_matrix_of
+from ferpipe.metrics import classification_metrics, confusion_matrix_of, top_k_accuracy
 
 
 def test_metrics_match_hand_computed_values():
@@ -30,6 +30,21 @@ def test_metrics_match_hand_computed_values():
         "support": 2,
     }
     assert m["test_loss"] == 0.5 and m["test_images"] == 7
+
+
+def test_binary_metrics_give_top2_of_one():
+    # two classes: scikit-learn's top_k_accuracy_score raises here; every label is in the top 2
+    y_true = np.array([0, 1, 1, 0])
+    probs = np.array([[0.9, 0.1], [0.3, 0.7], [0.6, 0.4], [0.2, 0.8]])
+    m = classification_metrics(y_true, probs, ("happy", "sad"), test_loss=0.4)
+    assert m["test_accuracy"] == 0.5 and m["top2_accuracy"] == 1.0
+    assert m["confusion_matrix"] == [[1, 1], [1, 1]]
+
+
+def test_top2_misses_a_label_ranked_third():
+    y_true = np.array([2, 0])
+    probs = np.array([[0.5, 0.3, 0.2], [0.6, 0.3, 0.1]])
+    assert top_k_accuracy(y_true, probs, k=2) == 0.5
 
 
 def test_confusion_from_names_follows_class_order():

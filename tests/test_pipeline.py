@@ -288,6 +288,21 @@ def test_seven_classes_select_on_public_test_and_report_private_test(clean):
     assert record["kept_epoch"] == history["val_loss"].idxmin() + 1
 
 
+def test_the_binary_task_trains_and_scores_happy_against_sad(clean):
+    out = run(clean, "dvc", "exp", "run", "-S", "task=binary", "-S", "models=[cnn]").stdout
+    assert {"balance", "split"} | stages_of("cnn") <= stages_run(out)
+    headline = json.loads((clean / "metrics/cnn.json").read_text())
+    metrics = json.loads((clean / "metrics/cnn_detail.json").read_text())["splits"][
+        "PublicTest+PrivateTest"
+    ]
+    assert list(metrics["per_class"]) == ["happy", "sad"] and len(metrics["confusion_matrix"]) == 2
+    assert metrics["test_images"] == 2 * 2 * PER_SPLIT
+    assert headline["top2_accuracy"] == 1.0  # two classes: every label is in the top 2
+    assert headline["test_accuracy"] == metrics["test_accuracy"]
+    predictions = (clean / "plots/cnn/predictions.csv").read_text().splitlines()
+    assert len(predictions) == 2 * 2 * PER_SPLIT + 1
+
+
 def test_cross_validation_trains_each_fold_by_the_recipe_and_shows_the_mean(clean):
     out = run(clean, "dvc", "exp", "run", "-S", "models=[seed002]", "-S", "split.folds=2",
               "-S", "zoo.seed002.epochs=2").stdout  # fmt: skip

@@ -32,7 +32,7 @@ def classification_metrics(
         "macro_recall": float(recall.mean()),
         "macro_f1": float(f1.mean()),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
-        "top2_accuracy": float(top_k_accuracy_score(y_true, probs, k=2, labels=labels)),
+        "top2_accuracy": top_k_accuracy(y_true, probs, k=2),
         "test_loss": float(test_loss),
         "test_images": int(len(y_true)),
         "per_class": {
@@ -47,6 +47,14 @@ def classification_metrics(
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
     }
     return rounded(scores)
+
+
+def top_k_accuracy(y_true: np.ndarray, probs: np.ndarray, k: int) -> float:
+    """Share of images whose label is among the `k` most probable classes. With `k` classes or
+    fewer every label is (1.0); scikit-learn refuses that case for the binary task."""
+    if k >= probs.shape[1]:
+        return 1.0
+    return float(top_k_accuracy_score(y_true, probs, k=k, labels=np.arange(probs.shape[1])))
 
 
 def rounded(value: object) -> object:
