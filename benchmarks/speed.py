@@ -25,7 +25,10 @@ It measures, in one run:
 4. the pipeline's ResNet epoch with `zoo.resnet.args.freeze_bn`: the trunk's features computed once
    (their cost shared by 5 epochs) and layer4 + fc trained on them, in each precision measured;
 5. the ratios, as estimated full-epoch times (12,796 training images, the multiclass
-   protocol) extrapolated from the per-image times of the measured subset.
+   protocol) extrapolated from the per-image times of the measured subset;
+6. the seed-style loop's evaluation pass (seed 000's `validate_model`: eval mode, no gradients,
+   the same JPEG loader) and, from both seed-style timings, the seconds that loop would need for
+   the whole seed-000 grid (2 tasks x 2 losses x CNN 10, ResNet 5 and 10 epochs).
 
 Data: the real archive `../shared/data/fer2013/fer2013.zip` beside the checkout (decoded with
 `ferpipe.sources.read_source`; the same images are extracted as JPEGs for the seed-style loop).
@@ -34,11 +37,13 @@ depend on pixel values, so the numbers stay meaningful; only the losses are not.
 
 The last line is machine-readable:
 
-    RESULT cnn_ips=<f> cnn_peak=<percent> resnet_ips=<f> resnet_peak=<percent> cnn_speedup=<x> resnet_epoch_speedup=<x> cnn_bf16_ips=<f> resnet_bf16_ips=<f> cnn_bf16_ratio=<x> resnet_bf16_ratio=<x> resnet_bf16_epoch_speedup=<x>
+    RESULT cnn_ips=<f> cnn_peak=<percent> resnet_ips=<f> resnet_peak=<percent> cnn_speedup=<x> resnet_epoch_speedup=<x> cnn_bf16_ips=<f> resnet_bf16_ips=<f> cnn_bf16_ratio=<x> resnet_bf16_ratio=<x> resnet_bf16_epoch_speedup=<x> seed_grid_s=<s> seed_grid_train_s=<s>
 
 The first six are fp32. The bf16 figures are 0 where bf16 is not measured; `*_bf16_ratio` is the
 bf16 step's images/s over the fp32 step's, `resnet_bf16_epoch_speedup` the seed-style epoch over
-the pipeline's bf16 epoch.
+the pipeline's bf16 epoch. `seed_grid_s` is the seconds the seed-style loop would need for seed
+000's 12-run grid on this machine (each epoch's training and validation, each run's test pass,
+at the measured per-image times); `seed_grid_train_s` the training epochs alone.
 """
 
 from __future__ import annotations
@@ -134,6 +139,10 @@ class Timing:
     @property
     def ips(self) -> float:
         return self.images / self.seconds
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / self.images
 
     @property
     def epoch_seconds(self) -> float:
@@ -368,18 +377,65 @@ def seed_style_step(kind: str, data: Data) -> Step:
     return step
 
 
+def seed_style_eval(kind: str, data: Data) -> Step:
+    """Seed 000's `validate_model`, also its test pass: the same JPEG loader, eval mode and no
+    gradients, counting correct predictions."""
+    model, _, _ = make_trainer(kind)
+    net = model.net if kind == "resnet" else model
+    folder = datasets.ImageFolder(str(data.image_root), transform=seed_transform(kind))
+    loader = DataLoader(folder, batch_size=BATCH_SIZE, shuffle=False, num_workers=0)
+
+    @torch.no_grad()
+    def step(n: int) -> int:
+        net.eval()
+        seen, correct = 0, 0
+        for x, y in loader:
+            correct += (net(x).argmax(1) == y).sum().item()
+            seen += len(y)
+            if seen >= n:
+                break
+        return seen
+
+    return step
+
+
+# --- the seed-000 grid --------------------------------------------------------------------------
+
+# Training, validation and test images of each task under the protocol (holdout 20 %, test =
+# PublicTest + PrivateTest) and the grid's runs per task and loss: (model, epochs).
+GRID_IMAGES = {"multiclass": (12_796, 3_199, 5_003), "binary": (6_400, 1_600, 3_021)}
+GRID_RUNS = (("cnn", 10), ("resnet", 5), ("resnet", 10))
+GRID_LOSSES = 2  # cross-entropy and focal: the same work
+
+
+def seed_grid_seconds(results: dict[str, ModelResult], validate: bool = True) -> float:
+    """Seconds seed 000's loop needs for its 12 runs at the seed-style per-image times: each
+    epoch trains, then validates (validate_model), and each run ends with a test pass; with
+    `validate` false, the training epochs alone."""
+    total = 0.0
+    for train, val, test in GRID_IMAGES.values():
+        for kind, epochs in GRID_RUNS:
+            r = results[kind]
+            per_epoch = train * r.seed.seconds_per_image
+            checks = epochs * val + test if validate else 0
+            total += GRID_LOSSES * (epochs * per_epoch + checks * r.seed_eval.seconds_per_image)
+    return total
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ModelResult:
     """Both loops' timings for one model and the FLOPs per image used for its % of peak. `ours`
-    and `pipeline_epoch_seconds` (ResNet with the cached trunk) hold each measured precision."""
+    and `pipeline_epoch_seconds` (ResNet with the cached trunk) hold each measured precision;
+    `seed` is the seed-style training step, `seed_eval` its validation and test pass."""
 
     kind: str
     gflop: float
     ours: dict[str, Timing]
     seed: Timing
+    seed_eval: Timing
     pipeline_epoch_seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def peak_percent(self, timing: Timing, peak: float) -> float:
@@ -397,14 +453,15 @@ class ModelResult:
 
 
 def benchmark_model(
-    kind: str, data: Data, settings: Settings, speeds: list[Speed], seed: Timing
+    kind: str, data: Data, settings: Settings, speeds: list[Speed], seed: tuple[Timing, Timing]
 ) -> ModelResult:
-    """FLOPs per image and our loop's timing in each of `speeds`, beside the seed-style loop's."""
+    """FLOPs per image and our loop's timing in each of `speeds`, beside the seed-style loop's
+    (training, evaluation)."""
     counted = counted_gflop(kind, data)
     constant = GFLOP_PER_IMAGE[kind]
     counted_text = f"{counted:.3f}" if counted is not None else "n/a"
     print(f"  {kind}: GFLOP per training image: counted {counted_text}, constant {constant:.2f}")
-    result = ModelResult(kind, counted if counted is not None else constant, {}, seed)
+    result = ModelResult(kind, counted if counted is not None else constant, {}, *seed)
     for speed in speeds:
         ours = measure(ours_step(kind, data, speed), settings.images, settings.warmup)
         result.ours[speed.precision] = ours
@@ -420,8 +477,13 @@ def benchmark(data: Data, settings: Settings, speeds: list[Speed]) -> dict[str, 
     after `speeds[0]` has configured it (a process-wide change that cannot be undone)."""
     seeds = {}
     for kind in KINDS:
-        seeds[kind] = measure(seed_style_step(kind, data), settings.images, settings.warmup)
-        print(f"  {kind}: seed-style {seeds[kind].images} images in {seeds[kind].seconds:.1f} s")
+        train = measure(seed_style_step(kind, data), settings.images, settings.warmup)
+        evaluate = measure(seed_style_eval(kind, data), settings.images, settings.warmup)
+        seeds[kind] = train, evaluate
+        print(
+            f"  {kind}: seed-style {train.images} images in {train.seconds:.1f} s, "
+            f"evaluated in {evaluate.seconds:.1f} s"
+        )
     reusing = speeds[0].configure_allocator()
     print(f"  allocator: freed memory {'reused' if reusing else 'handled as by default'}")
     return {kind: benchmark_model(kind, data, settings, speeds, seeds[kind]) for kind in KINDS}
@@ -458,6 +520,13 @@ def print_table(results: list[ModelResult], peaks: dict[str, float]) -> None:
             )
         if r.bf16_ratio():
             print(f"{r.kind}: bf16 step {r.bf16_ratio():.2f}x the fp32 step")
+        print(f"{r.kind}: seed-style evaluation (validation, test) {r.seed_eval.ips:.1f} img/s")
+    by_kind = {r.kind: r for r in results}
+    print(
+        f"seed-000 grid, seed-style loop (12 runs, est.): {seed_grid_seconds(by_kind):,.0f} s "
+        f"with each epoch's validation and each run's test pass; training epochs alone "
+        f"{seed_grid_seconds(by_kind, validate=False):,.0f} s"
+    )
 
 
 def result_line(results: dict[str, ModelResult], peak: float) -> str:
@@ -474,7 +543,9 @@ def result_line(results: dict[str, ModelResult], peak: float) -> str:
         f"cnn_speedup={cnn.speedup():.2f} resnet_epoch_speedup={resnet.speedup():.2f} "
         f"cnn_bf16_ips={bf16_ips['cnn']:.1f} resnet_bf16_ips={bf16_ips['resnet']:.1f} "
         f"cnn_bf16_ratio={cnn.bf16_ratio():.2f} resnet_bf16_ratio={resnet.bf16_ratio():.2f} "
-        f"resnet_bf16_epoch_speedup={bf16_epoch:.2f}"
+        f"resnet_bf16_epoch_speedup={bf16_epoch:.2f} "
+        f"seed_grid_s={seed_grid_seconds(results):.0f} "
+        f"seed_grid_train_s={seed_grid_seconds(results, validate=False):.0f}"
     )
 
 

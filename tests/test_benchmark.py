@@ -15,6 +15,8 @@ KEYS = [
     *("cnn_ips", "cnn_peak", "resnet_ips", "resnet_peak", "cnn_speedup", "resnet_epoch_speedup"),
     *("cnn_bf16_ips", "resnet_bf16_ips", "cnn_bf16_ratio", "resnet_bf16_ratio"),
     "resnet_bf16_epoch_speedup",
+    "seed_grid_s",
+    "seed_grid_train_s",
 ]
 
 
@@ -34,9 +36,11 @@ def _parse(line: str) -> dict[str, float]:
 
 
 def _result(bench, kind: str, ours: dict[str, float], pipeline: dict[str, float] | None = None):
-    """A ModelResult with 128-image timings at the given images/s, seed-style at 10 images/s."""
+    """A ModelResult with 128-image timings at the given images/s, seed-style training at 10
+    images/s and evaluation at 40."""
     timings = {p: bench.Timing(128, 128 / ips) for p, ips in ours.items()}
-    return bench.ModelResult(kind, 1.5, timings, bench.Timing(128, 12.8), pipeline or {})
+    seed = bench.Timing(128, 12.8), bench.Timing(128, 3.2)
+    return bench.ModelResult(kind, 1.5, timings, *seed, pipeline or {})
 
 
 def test_the_result_line_gives_bf16_figures_and_their_ratios(bench):
@@ -58,8 +62,20 @@ def test_without_bf16_its_figures_are_zero(bench):
     results = {k: _result(bench, k, {"fp32": 50.0}, {"fp32": 60} if k == "resnet" else None)
                for k in bench.KINDS}  # fmt: skip
     got = _parse(bench.result_line(results, peak=300.0))
-    assert [got[k] for k in KEYS[6:]] == [0.0] * 5
+    assert [got[k] for k in KEYS[6:11]] == [0.0] * 5
     assert got["cnn_ips"] == 50.0
+
+
+def test_the_seed_grid_counts_every_epoch_validation_and_test(bench):
+    """12 runs: per task and loss the CNN 10 epochs and the ResNet 5 and 10, every epoch
+    training and validating, every run ending with a test pass (seed 000's loop)."""
+    results = {k: _result(bench, k, {"fp32": 50.0}) for k in bench.KINDS}
+    train = sum(2 * e * t for t, _, _ in bench.GRID_IMAGES.values() for e in (10, 5, 10)) / 10
+    checks = sum(2 * (e * v + s) for _, v, s in bench.GRID_IMAGES.values() for e in (10, 5, 10))
+    assert bench.seed_grid_seconds(results, validate=False) == pytest.approx(train)
+    assert bench.seed_grid_seconds(results) == pytest.approx(train + checks / 40)
+    multiclass_cnn = 2 * 10 * (12_796 / 10 + 3_199 / 40) + 2 * 5_003 / 40
+    assert bench.seed_grid_seconds(results) > multiclass_cnn
 
 
 def test_a_quick_run_measures_both_precisions_where_bf16_is_fast(tmp_path):
@@ -73,6 +89,7 @@ def test_a_quick_run_measures_both_precisions_where_bf16_is_fast(tmp_path):
     assert "SYNTHETIC" in done.stdout and any(line.startswith("CPU: ") for line in lines)
     assert any(line.startswith("matmul peak bf16: ") for line in lines)
     assert got["cnn_ips"] > 0 and got["resnet_ips"] > 0
+    assert got["seed_grid_s"] > got["seed_grid_train_s"] > 0
     if fast_bf16(torch.device("cpu")):
         assert got["cnn_bf16_ips"] > 0 and got["resnet_bf16_ratio"] > 0
     else:
