@@ -346,6 +346,15 @@ def seed_transform(kind: str) -> transforms.Compose:
     )
 
 
+def seed_loader(kind: str, data: Data, shuffle: bool) -> DataLoader:
+    """Seed 000's data path: `ImageFolder` over the JPEGs with its per-sample transforms, one
+    process (`num_workers=0`)."""
+    folder = datasets.ImageFolder(str(data.image_root), transform=seed_transform(kind))
+    if tuple(folder.classes) != CLASSES:  # a class missing from a tiny subset shifts labels
+        raise SystemExit(f"need images of every class {CLASSES}, found {folder.classes}")
+    return DataLoader(folder, batch_size=BATCH_SIZE, shuffle=shuffle, num_workers=0)
+
+
 def seed_style_step(kind: str, data: Data) -> Step:
     """Seed 000's way: ImageFolder + DataLoader decoding JPEGs per sample, a plain eager loop.
 
@@ -353,10 +362,7 @@ def seed_style_step(kind: str, data: Data) -> Step:
     ResNet's `model.net` on the transformed 224x224 tensor (the frozen trunk recomputed)."""
     model, loss_fn, optimizer = make_trainer(kind)
     net = model.net if kind == "resnet" else model
-    folder = datasets.ImageFolder(str(data.image_root), transform=seed_transform(kind))
-    if tuple(folder.classes) != CLASSES:  # a class missing from a tiny subset shifts labels
-        raise SystemExit(f"need images of every class {CLASSES}, found {folder.classes}")
-    loader = DataLoader(folder, batch_size=BATCH_SIZE, shuffle=True, num_workers=0)
+    loader = seed_loader(kind, data, shuffle=True)
 
     def step(n: int) -> int:
         net.train()
@@ -382,8 +388,7 @@ def seed_style_eval(kind: str, data: Data) -> Step:
     gradients, counting correct predictions."""
     model, _, _ = make_trainer(kind)
     net = model.net if kind == "resnet" else model
-    folder = datasets.ImageFolder(str(data.image_root), transform=seed_transform(kind))
-    loader = DataLoader(folder, batch_size=BATCH_SIZE, shuffle=False, num_workers=0)
+    loader = seed_loader(kind, data, shuffle=False)
 
     @torch.no_grad()
     def step(n: int) -> int:
