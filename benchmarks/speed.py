@@ -84,8 +84,11 @@ CLASS_WEIGHTS = [2.0, 1.5, 1.0, 1.3]  # params.yaml train.class_weights.multicla
 BATCH_SIZE = 64  # params.yaml train.batch_size
 LR, WEIGHT_DECAY = 1e-3, 1e-4  # params.yaml zoo.cnn and zoo.resnet lr and weight_decay
 RESNET_SIZE = 224  # params.yaml zoo.resnet.args.image_size
-EPOCH_IMAGES = 12_796  # training images of one multiclass epoch (the protocol's split)
-TRUNK_IMAGES = 15_995  # train + validation images whose trunk features init@resnet computes
+# Training, validation and test images of each task under the protocol (holdout 20 %, test =
+# PublicTest + PrivateTest).
+GRID_IMAGES = {"multiclass": (12_796, 3_199, 5_003), "binary": (6_400, 1_600, 3_021)}
+EPOCH_IMAGES = GRID_IMAGES["multiclass"][0]  # training images of one multiclass epoch
+TRUNK_IMAGES = sum(GRID_IMAGES["multiclass"][:2])  # train + validation: init@resnet's features
 RESNET_EPOCHS = 5  # params.yaml zoo.resnet.epochs: the trunk's one-off cost is shared by them
 KINDS = ("cnn", "resnet")  # the seed-000 zoo entries of params.yaml
 # Their architectures and arguments (params.yaml, with weights none: no ImageNet weights here).
@@ -406,9 +409,7 @@ def seed_style_eval(kind: str, data: Data) -> Step:
 
 # --- the seed-000 grid --------------------------------------------------------------------------
 
-# Training, validation and test images of each task under the protocol (holdout 20 %, test =
-# PublicTest + PrivateTest) and the grid's runs per task and loss: (model, epochs).
-GRID_IMAGES = {"multiclass": (12_796, 3_199, 5_003), "binary": (6_400, 1_600, 3_021)}
+# The grid's runs per task (GRID_IMAGES) and loss: (model, epochs).
 GRID_RUNS = (("cnn", 10), ("resnet", 5), ("resnet", 10))
 GRID_LOSSES = 2  # cross-entropy and focal: the same work
 
