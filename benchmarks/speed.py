@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -154,21 +153,6 @@ class Timing:
 
 
 # --- peak ---------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    """The CPU's model name, family and model as Linux reports them (a VM may hide the name:
-    "AMD EPYC"), or the platform's processor string elsewhere."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "unknown CPU"
-    info = {}
-    for line in lines:
-        key, _, value = line.partition(":")
-        info.setdefault(key.strip(), value.strip())
-    name = info.get("model name") or platform.processor() or "unknown CPU"
-    return f"{name} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
 def matmul_gflops(size: int, repeats: int, dtype: torch.dtype) -> float:
@@ -610,7 +594,9 @@ def main() -> None:
     )
     flags = [f for f in ISA_FLAGS if f in cpu_flags()]
     fast = fast_bf16(CPU)
-    print(f"CPU: {cpu_model()}; flags: {' '.join(flags) or 'none of ' + ' '.join(ISA_FLAGS)}")
+    print(
+        f"CPU: {runinfo.cpu_model()}; flags: {' '.join(flags) or 'none of ' + ' '.join(ISA_FLAGS)}"
+    )
     peaks = {
         name: matmul_gflops(settings.matmul_size, settings.matmul_repeats, dtype)
         for name, dtype in PRECISIONS.items()

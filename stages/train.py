@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import torch
 
-from ferpipe import augment, dataset, models, params, paths, runinfo, training
+from ferpipe import augment, dataset, models, params, paths, resume, runinfo, training
 from ferpipe.errors import exits_cleanly
 from ferpipe.recipe import Recipe
 from ferpipe.speed import Speed
@@ -30,9 +30,17 @@ def main(name: str) -> None:
     trainee, (train, val) = training.model_inputs(model, name, ("train", "val"))
     recipe = Recipe.from_params(p, name, model, train[1].numpy(), classes)
     trainee = speed.model(trainee, device)  # shares model's parameters: model is what trains
+    optimisation, plan = recipe.optimisation(model), recipe.plan
+    store = resume.Store.for_run(p, plan, device)
+    progress = training.Progress.start(plan.seed)
+    if store:
+        progress = store.restore(plan, model, optimisation, recipe.augmentation, device)
+    resumed = len(progress.history)
     history, kept, train_seconds = training.fit(
-        trainee, recipe.loss_fn, recipe.optimisation(model), train, val, recipe.plan, device
+        trainee, recipe.loss_fn, optimisation, train, val, plan, device, progress
     )
+    if store:
+        store.save(model, optimisation, progress, recipe.augmentation, device)
     models.save(model, classes, paths.model_file(name))
     pixels = dataset.load(paths.split_file("train")).pixels[:8]  # images, also for features
     augment.preview(
@@ -43,11 +51,12 @@ def main(name: str) -> None:
     with dataset.atomic_path(paths.history_file(name)) as tmp:
         rows.to_csv(tmp, index=False)
     wall = time.perf_counter() - start
-    ips = len(history) * len(train[0]) / train_seconds
+    ips = (len(history) - resumed) * len(train[0]) / train_seconds
     record = {
         "arch": model.arch,
         "epochs": entry["epochs"],
         "epochs_run": len(history),
+        "resumed_from_epoch": resumed,
         "kept_epoch": kept,
         "val_accuracy": round(history[kept - 1].val_accuracy, 6),
         "weights": model.weights,
@@ -65,7 +74,8 @@ def main(name: str) -> None:
     }
     dataset.write_json(record, paths.training_record(name))
     print(
-        f"{name}: {len(history)} of {entry['epochs']} epochs, validation accuracy "
+        f"{name}: {len(history)} of {entry['epochs']} epochs"
+        f"{f' (continued after epoch {resumed})' if resumed else ''}, validation accuracy "
         f"{history[kept - 1].val_accuracy:.2%} (epoch {kept} kept), wall time {wall:.1f} s, "
         f"{ips:.1f} images/s"
     )

@@ -89,6 +89,7 @@ def test_project_params_are_valid():
         ("balance.drop_duplicates", "yes", "balance.drop_duplicates='yes' must be true or false"),
         ("train.channels_last", 1, "train.channels_last=1 must be true or false"),
         ("train.compile", "off", "train.compile='off' must be true or false"),
+        ("train.resume", "yes", "train.resume='yes' must be true or false"),
         ("train.precision", "fp16", "train.precision='fp16' must be one of: fp32, bf16, auto"),
         ("train.device", "gpu", "train.device='gpu' must be one of: auto, cpu, cuda, cuda:<index>"),
         ("split.folds", 0, "split.folds=0 must be a positive integer"),

@@ -237,12 +237,21 @@ def test_results_records_experiments_and_builds_the_table(clean, tmp_path):
 
 
 def test_changing_one_entry_reruns_only_that_entrys_stages(clean):
+    """More epochs re-run that entry alone, continuing the baseline's run: the same results as
+    training the 2 epochs afresh."""
     out = run(clean, "dvc", "exp", "run", "-S", "zoo.resnet.epochs=2").stdout
     assert stages_run(out) == stages_of("resnet", stages=TRAINING)
+    record = json.loads((clean / "metrics/resnet_training.json").read_text())
+    assert record["resumed_from_epoch"] == 1 and record["epochs_run"] == 2
     history = (clean / "plots/resnet/history.csv").read_text().splitlines()
     assert len(history) == 3
     diff = json.loads(run(clean, "dvc", "metrics", "diff", "--json").stdout)
     assert "metrics/resnet.json" in diff and "metrics/cnn.json" not in diff
+    continued = {name: (clean / name).read_bytes() for name in RESULTS}
+    run(clean, "dvc", "exp", "run", "-S", "zoo.resnet.epochs=2", "-S", "train.resume=false")
+    record = json.loads((clean / "metrics/resnet_training.json").read_text())
+    assert record["resumed_from_epoch"] == 0 and record["epochs_run"] == 2
+    assert {name: (clean / name).read_bytes() for name in RESULTS} == continued
 
 
 def test_seed_000_batch_norm_recomputes_the_trunk_every_step(clean):

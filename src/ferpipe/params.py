@@ -155,6 +155,7 @@ SCHEMA: dict[str, Check] = {
     "train.compile": _boolean,
     "train.reuse_memory": _boolean,
     "train.precision": _one_of("fp32", "bf16", "auto"),
+    "train.resume": _boolean,
 }
 
 
@@ -264,6 +265,11 @@ class StageParams:
         self.stage = stage
         self._tree = declared
 
+    @property
+    def tree(self) -> Mapping[str, Any]:
+        """Every declared value, nested as in params.yaml."""
+        return self._tree
+
     def __getitem__(self, key: str) -> Any:
         node: Any = self._tree
         for part in key.split("."):
@@ -282,10 +288,13 @@ def for_stage(stage: str) -> StageParams:
     return StageParams(stage, _select(tree, declared(stage, tree)))
 
 
-def declared(stage: str, tree: Mapping[str, Any], path: Path = DVC_FILE) -> list[str]:
+def declared(
+    stage: str, tree: Mapping[str, Any], path: Path = DVC_FILE, field: str = "params"
+) -> list[str]:
     """The dotted keys dvc.yaml lists under `params:` of `stage` ("train@cnn" for the foreach
-    stage train, item cnn). Read here, not through dvc.api.params_show, which gives the same
-    keys (a test compares them) but costs every stage process about 4 s of loading the repo."""
+    stage train, item cnn), or its paths under `field` deps. Read here, not through
+    dvc.api.params_show, which gives the same keys (a test compares them) but costs every stage
+    process about 4 s of loading the repo."""
     stages = YAML(typ="safe").load(Path(path).read_text())["stages"]
     base, _, item = stage.partition("@")
     definition = stages.get(base)
@@ -300,7 +309,7 @@ def declared(stage: str, tree: Mapping[str, Any], path: Path = DVC_FILE) -> list
         if item not in items:
             raise FerError(f"{path}: no stage '{stage}'; {base} runs for {', '.join(items)}")
         definition = definition["do"]
-    return [key.replace("${item}", item) for key in definition.get("params", [])]
+    return [key.replace("${item}", item) for key in definition.get(field, [])]
 
 
 def _select(tree: Mapping[str, Any], keys: list[str]) -> dict[str, Any]:

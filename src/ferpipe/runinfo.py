@@ -7,6 +7,7 @@ import platform
 import random
 import resource
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,6 +58,21 @@ def environment(device: torch.device) -> dict[str, object]:
         else platform.processor() or "cpu",
         "threads": torch.get_num_threads(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name, family and model as Linux reports them (a VM may hide the name:
+    "AMD EPYC"), or the platform's processor string elsewhere."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown CPU"
+    info = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    name = info.get("model name") or platform.processor() or "unknown CPU"
+    return f"{name} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
 
 
 def peak_memory_mb() -> float:

@@ -48,6 +48,20 @@ class Plan:
     name: str = "model"
 
 
+@dataclass
+class Progress:
+    """Where a run stands: the epochs done and the generator that shuffles the next one. `fit`
+    extends it; a longer run handed a shorter one's (ferpipe.resume) continues where it ended."""
+
+    history: list[EpochRecord]
+    generator: torch.Generator
+
+    @classmethod
+    def start(cls, seed: int) -> Progress:
+        """Before epoch 1: no history, the shuffling generator seeded with `seed`."""
+        return cls([], torch.Generator().manual_seed(seed))
+
+
 class Diverged(Exception):
     """The training loss became NaN or infinite at `step` (1-based) of an epoch."""
 
@@ -183,16 +197,18 @@ def fit(
     val: tuple[torch.Tensor, torch.Tensor],
     plan: Plan,
     device: torch.device,
+    progress: Progress | None = None,
 ) -> tuple[list[EpochRecord], int, float]:
     """Train as `plan` says, stepping the learning-rate schedule after each epoch's validation;
-    leave in `model` the weights kept (see `_Keeper`). Returns the history (the epochs run), the
-    1-based epoch kept and the seconds spent in training steps (validation excluded)."""
-    generator = torch.Generator().manual_seed(plan.seed)
+    leave in `model` the weights kept (see `_Keeper`). Starts after the epochs `progress` holds
+    (none by default) and extends it. Returns the whole history, the 1-based epoch kept and the
+    seconds spent in this call's training steps (validation excluded)."""
+    progress = progress or Progress.start(plan.seed)
+    history, generator = progress.history, progress.generator
     loss_fn = loss_fn.to(device)
-    history: list[EpochRecord] = []
-    keeper = _Keeper(plan)
+    keeper = _Keeper(plan, epoch=len(history))
     train_seconds = 0.0
-    for epoch in range(1, plan.epochs + 1):
+    for epoch in range(len(history) + 1, plan.epochs + 1):
         lr = optimisation.lr
         start = time.perf_counter()
         try:
