@@ -292,7 +292,7 @@ def declared(
     stage: str, tree: Mapping[str, Any], path: Path = DVC_FILE, field: str = "params"
 ) -> list[str]:
     """The dotted keys dvc.yaml lists under `params:` of `stage` ("train@cnn" for the foreach
-    stage train, item cnn), or its paths under `field` deps. Read here, not through
+    stage train, item cnn), or with field="deps" the paths under its `deps:`. Read here, not through
     dvc.api.params_show, which gives the same keys (a test compares them) but costs every stage
     process about 4 s of loading the repo."""
     stages = YAML(typ="safe").load(Path(path).read_text())["stages"]
